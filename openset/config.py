@@ -1,0 +1,159 @@
+"""The one typed, frozen configuration that drives training and is stored in every artefact.
+
+A config is read from JSON (:meth:`Config.from_json`), validated by pydantic, and written
+back verbatim into ``model.json`` so that a shipped model records exactly how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not validate; the message is one readable line."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
+    known_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    # Random affine jitter of the known images during training (not of val/test).
+    augment: bool = True
+
+    @field_validator("known_classes")
+    @classmethod
+    def _distinct_digits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) < 2 or len(set(value)) != len(value) or not all(0 <= c <= 9 for c in value):
+            raise ValueError("known_classes must be at least two distinct labels in 0..9")
+        return tuple(sorted(value))
+
+
+class Normalization(_Frozen):
+    """Applied inside the model (and so inside the ONNX graph) to inputs in [0, 1]."""
+
+    mean: float = 0.1307
+    std: float = Field(0.3081, gt=0.0)
+
+
+class ModelConfig(_Frozen):
+    arch: Literal["mlp"] = "mlp"
+    # Widths of the hidden layers; () is multinomial logistic regression on the pixels.
+    hidden: tuple[int, ...] = (512, 256)
+    activation: Literal["relu", "sigmoid", "tanh", "leaky_relu"] = "relu"
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    batch_norm: bool = True
+    # "single": one sigmoid unit; "per_class": one-vs-rest sigmoids (DOC, Shu et al. 2017) whose
+    # maximum is the known-class logit, so each class is bounded by the others too.
+    known_head: Literal["single", "per_class"] = "single"
+    normalization: Normalization = Normalization()
+
+
+NegativeKind = Literal["recombine", "erase", "mixup", "noise", "flip"]
+
+
+class NegativesConfig(_Frozen):
+    """Where the sigmoid known-class head gets its negatives.
+
+    ``none``: the head is not trained; ``synthetic``: made from known training digits
+    (``kinds``); ``auxiliary:<dataset>``: outlier exposure with another dataset's training
+    split; ``supervised``: training images of the *unknown* digits — the seed's variant,
+    labelled as such in every report and never the default.
+    """
+
+    source: str = "synthetic"
+    kinds: tuple[NegativeKind, ...] = ("recombine", "erase", "mixup", "noise")
+    # Negatives per known image in a batch, and the weight of the known-head loss.
+    ratio: float = Field(1.0, gt=0.0, le=4.0)
+    head_weight: float = Field(1.0, ge=0.0)
+    # Outlier exposure: pull the softmax of negatives towards uniform (0 = off).
+    uniform_weight: float = Field(0.5, ge=0.0)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        kind, _, dataset = value.partition(":")
+        if kind in ("none", "synthetic", "supervised") and not dataset:
+            return value
+        if kind == "auxiliary" and dataset in ("mnist", "fashion_mnist"):
+            return value
+        raise ValueError(
+            "source must be none, synthetic, supervised or auxiliary:<mnist|fashion_mnist>"
+        )
+
+    @property
+    def labelled_supervised(self) -> bool:
+        return self.source == "supervised"
+
+
+class OptimConfig(_Frozen):
+    name: Literal["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"] = "adamw"
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)  # L2
+    l1: float = Field(0.0, ge=0.0)
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(128, ge=1)
+
+
+class ScoreConfig(_Frozen):
+    """The shipped score and how its threshold is calibrated."""
+
+    shipped: str = "combined"
+    centroid_metric: Literal["euclidean", "cosine"] = "euclidean"
+    knn_k: int = Field(10, ge=1)
+    # Weight of the sigmoid head in the combined score; the centroid term gets 1 - this.
+    combined_head_weight: float = Field(0.5, ge=0.0, le=1.0)
+    target_tpr: float = Field(0.95, gt=0.0, lt=1.0)
+
+
+class Config(_Frozen):
+    name: str = "mnist-0to4"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    negatives: NegativesConfig = NegativesConfig()
+    optim: OptimConfig = OptimConfig()
+    scores: ScoreConfig = ScoreConfig()
+
+    @model_validator(mode="after")
+    def _auxiliary_is_another_dataset(self) -> Config:
+        # Outlier exposure with the training dataset itself would feed it the unknown classes.
+        if self.negatives.source == f"auxiliary:{self.data.dataset}":
+            raise ValueError("negatives.source auxiliary:<dataset> must name a dataset other than data.dataset")
+        return self
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Config:
+        path = Path(path)
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+            )
+            raise ConfigError(f"{path}: {problems}") from None
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def override(self, **sections: dict) -> Config:
+        """A copy with some fields replaced, e.g. ``cfg.override(optim={"epochs": 1})``."""
+        merged = self.to_dict()
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                merged[section] = {**merged[section], **values}
+            else:
+                merged[section] = values
+        return Config.model_validate(merged)

@@ -1,0 +1,137 @@
+"""Negatives for the sigmoid known-class head, and augmentation of the known digits.
+
+The honest default builds negatives from the known training digits of each batch only
+(``synthetic``); no image of an unknown class is involved. Each kind is a function
+``(images, labels, generator) -> images`` working on a whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from openset.config import NegativesConfig
+
+Kind = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=gen)
+
+
+def _partner(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """For every sample, the index of a random sample of another class (self where impossible)."""
+    perm = torch.randperm(len(labels), generator=gen)
+    same = labels[perm] == labels
+    # Retry a few times; the rare remainder keeps a same-class partner, which still gives a
+    # malformed digit for recombine and a blur for mixup.
+    for _ in range(3):
+        if not same.any():
+            break
+        retry = torch.randint(len(labels), (int(same.sum()),), generator=gen)
+        perm[same] = retry
+        same = labels[perm] == labels
+    return perm
+
+
+def recombine(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One part of a digit joined to the rest of a digit of another class (cut by a row or a column)."""
+    n = len(images)
+    other = images[_partner(labels, gen)]
+    cut = torch.randint(10, 19, (n, 1), generator=gen)
+    mask = (torch.arange(28)[None, :] < cut).float()  # [n, 28]
+    by_row = torch.rand(n, generator=gen) < 0.5
+    mask = torch.where(by_row[:, None, None], mask[:, :, None], mask[:, None, :]).expand(n, 28, 28)
+    return images * mask[:, None] + other * (1 - mask[:, None])
+
+
+def erase(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A digit with a large block of its centre blanked out."""
+    n = len(images)
+    size = torch.randint(9, 15, (n, 2), generator=gen)
+    corner = 4 + (torch.rand(n, 2, generator=gen) * (20 - size)).long()
+    grid = torch.arange(28)
+    rows = (grid[None] >= corner[:, :1]) & (grid[None] < corner[:, :1] + size[:, :1])
+    cols = (grid[None] >= corner[:, 1:]) & (grid[None] < corner[:, 1:] + size[:, 1:])
+    block = (rows[:, :, None] & cols[:, None, :]).float()
+    return images * (1 - block[:, None])
+
+
+def mixup(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Two digits of different classes blended half and half (pixel-wise max of their mix)."""
+    lam = _uniform(len(images), 0.4, 0.6, gen)[:, None, None, None]
+    other = images[_partner(labels, gen)]
+    return torch.maximum(lam * images + (1 - lam) * other, torch.maximum(images, other) * 0.7)
+
+
+def noise(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Uniform noise, half of it smoothed into blobs and strokes-like texture."""
+    n = len(images)
+    raw = torch.rand(n, 1, 28, 28, generator=gen) * _uniform(n, 0.3, 1.0, gen)[:, None, None, None]
+    smooth = F.avg_pool2d(raw, 5, stride=1, padding=2)
+    smooth = (smooth - smooth.amin((2, 3), keepdim=True)) / smooth.amax((2, 3), keepdim=True).clamp_min(1e-6)
+    pick = (torch.rand(n, generator=gen) < 0.5)[:, None, None, None]
+    return torch.where(pick, raw, smooth)
+
+
+def flip(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A digit turned by 90 or 270 degrees, which no digit 0-9 survives as itself."""
+    quarter = torch.rot90(images, 1, (2, 3))
+    return torch.where((torch.rand(len(images), generator=gen) < 0.5)[:, None, None, None],
+                       quarter, quarter.flip(2, 3))
+
+
+KINDS: dict[str, Kind] = {
+    "recombine": recombine,
+    "erase": erase,
+    "mixup": mixup,
+    "noise": noise,
+    "flip": flip,
+}
+
+
+def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random affine jitter: rotation ±12°, scale 0.9–1.1, shift ±2 px."""
+    n = len(images)
+    angle = _uniform(n, -12, 12, gen) * math.pi / 180
+    scale = _uniform(n, 0.9, 1.1, gen)
+    shift = _uniform(2 * n, -2 / 14, 2 / 14, gen).view(n, 2)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
+
+
+class NegativeSampler:
+    """Draws ``ratio * batch`` negatives per batch from the configured source.
+
+    ``pool`` holds the images for ``auxiliary:*`` and ``supervised`` sources.
+    """
+
+    def __init__(self, cfg: NegativesConfig, pool: torch.Tensor | None = None) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        kind = cfg.source.partition(":")[0]
+        if kind in ("auxiliary", "supervised") and (pool is None or len(pool) == 0):
+            raise ValueError(f"negative source {cfg.source!r} needs a pool of images")
+        self.kinds = [KINDS[k] for k in cfg.kinds] if kind == "synthetic" else []
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.source != "none"
+
+    def sample(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        count = max(1, round(self.cfg.ratio * len(images)))
+        if self.pool is not None:
+            return self.pool[torch.randint(len(self.pool), (count,), generator=gen)]
+        picks = torch.randint(len(images), (count,), generator=gen)
+        which = torch.randint(len(self.kinds), (count,), generator=gen)
+        out = torch.empty(count, *images.shape[1:])
+        for k, kind in enumerate(self.kinds):
+            sel = torch.nonzero(which == k).squeeze(1)
+            if len(sel):
+                out[sel] = kind(images[picks[sel]], labels[picks[sel]], gen)
+        return out

@@ -1,0 +1,85 @@
+"""Report figures. Each function draws one PNG from plain arrays and returns its path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures go to files only
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+from openset import metrics  # noqa: E402
+from openset.artifacts import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def learning_curves(history: list[dict], path: Path) -> Path:
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train (total loss)")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], label="validation (cross-entropy)")
+    ax_acc.plot(epochs, [r["train_acc"] for r in history], label="train (augmented)")
+    ax_acc.plot(epochs, [r["val_acc"] for r in history], label="validation")
+    for ax, title in ((ax_loss, "loss"), (ax_acc, "known-class accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def roc_curves(scores: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
+    """``scores[name] = (known_scores, unknown_scores)``; one curve per score."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, (known, unknown) in scores.items():
+        fpr, tpr = metrics.roc_curve(known, unknown)
+        ax.plot(fpr, tpr, label=f"{name} ({metrics.auroc(known, unknown):.4f})",
+                linewidth=2.2 if name == "combined" else 1.0)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="unknowns accepted (FPR)", ylabel="knowns accepted (TPR)", title=f"ROC, known vs {title}")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def score_histograms(known: np.ndarray, unknowns: dict[str, np.ndarray], threshold: float, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    everything = np.concatenate([known, *unknowns.values()])
+    bins = np.linspace(np.percentile(everything, 0.5), everything.max(), 80)
+    ax.hist(np.clip(known, bins[0], None), bins=bins, alpha=0.6, density=True, label="known (test)")
+    for name, values in unknowns.items():
+        ax.hist(np.clip(values, bins[0], None), bins=bins, alpha=0.45, density=True, label=name)
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="combined score (higher = more known)", ylabel="density", title="score distributions")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion(matrix: list[list[int]], labels: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(ax=ax, colorbar=False, values_format="d")
+    ax.set_title("open-set confusion matrix (test)")
+    return _save(fig, path)
+
+
+def image_grid(images: np.ndarray, titles: list[str], path: Path, columns: int = 10) -> Path:
+    """``images`` ``[N, 1, 28, 28]`` or ``[N, 28, 28]`` in [0, 1]."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):
+        ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=7)
+    return _save(fig, path)

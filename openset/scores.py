@@ -1,0 +1,242 @@
+"""Every open-set score behind one interface. Sign convention, everywhere: **higher = more known**.
+
+In the style of pytorch-ood's ``Detector`` and scikit-learn's outlier estimators:
+
+* ``fit_features(features, labels)`` / ``score_features(features)`` work on :class:`Features`
+  extracted once by the model, so many scores share one forward pass;
+* ``fit(x, labels)`` / ``score_samples(x)`` do the same on raw inputs through the optional
+  ``extractor`` callable (inputs -> :class:`Features`).
+
+``__init__`` stores parameters only; learned state ends in ``_``; scoring an unfitted
+detector that needs fitting raises :class:`NotFittedError`. This module is numpy/scikit-learn
+only: it does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import logsumexp, softmax
+from sklearn.covariance import EmpiricalCovariance
+from sklearn.exceptions import NotFittedError
+from sklearn.neighbors import NearestNeighbors
+
+from openset.config import ScoreConfig
+
+__all__ = ["Features", "Detector", "NotFittedError", "SCORES", "build_detectors"]
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the model computes for a batch: ``logits [N, K]``, ``embedding [N, D]``, ``known_logit [N]``."""
+
+    logits: np.ndarray
+    embedding: np.ndarray
+    known_logit: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+
+class Detector:
+    """Base class. ``score_features`` returns one float per sample; higher = more known."""
+
+    #: whether ``fit_features`` must run before scoring
+    needs_fit = False
+
+    def __init__(self, extractor: Callable[[Any], Features] | None = None) -> None:
+        self.extractor = extractor
+
+    def fit_features(self, features: Features, labels: np.ndarray) -> Detector:
+        """Learn from known-class features and their labels 0..K-1. Returns ``self``."""
+        return self
+
+    def score_features(self, features: Features) -> np.ndarray:
+        """Scores for a batch of features; higher = more known."""
+        if self.needs_fit and not self._is_fitted():
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        return self._score(features)
+
+    def fit(self, x: Any, labels: np.ndarray) -> Detector:
+        """``fit_features`` on the extractor's features of raw inputs ``x``."""
+        return self.fit_features(self._extract(x), labels)
+
+    def score_samples(self, x: Any) -> np.ndarray:
+        """``score_features`` on raw inputs ``x``; higher = more known."""
+        return self.score_features(self._extract(x))
+
+    def _extract(self, x: Any) -> Features:
+        if isinstance(x, Features):
+            return x
+        if self.extractor is None:
+            raise ValueError(f"{type(self).__name__} has no extractor; pass Features instead")
+        return self.extractor(x)
+
+    def _is_fitted(self) -> bool:
+        return any(name.endswith("_") and not name.startswith("_") for name in vars(self))
+
+    def _score(self, features: Features) -> np.ndarray:
+        raise NotImplementedError
+
+
+class MaxSoftmax(Detector):
+    """Maximum softmax probability (Hendrycks & Gimpel); higher = more known."""
+
+    def _score(self, features: Features) -> np.ndarray:
+        return softmax(features.logits, axis=1).max(axis=1)
+
+
+class MaxLogit(Detector):
+    """Largest logit (Hendrycks et al. 2022); higher = more known."""
+
+    def _score(self, features: Features) -> np.ndarray:
+        return features.logits.max(axis=1)
+
+
+class Energy(Detector):
+    """Negative free energy ``logsumexp(logits)`` (Liu et al. 2020); higher = more known."""
+
+    def _score(self, features: Features) -> np.ndarray:
+        return logsumexp(features.logits, axis=1)
+
+
+class SigmoidHead(Detector):
+    """The sigmoid known-class head's logit (monotone in its probability); higher = more known."""
+
+    def _score(self, features: Features) -> np.ndarray:
+        return features.known_logit
+
+
+class CentroidDistance(Detector):
+    """Minus the distance to the nearest class centroid in embedding space; higher = more known.
+
+    ``metric="cosine"`` measures the Euclidean distance between L2-normalised vectors.
+    """
+
+    needs_fit = True
+
+    def __init__(self, metric: str = "euclidean", extractor=None) -> None:
+        super().__init__(extractor)
+        self.metric = metric
+
+    def _prepare(self, embedding: np.ndarray) -> np.ndarray:
+        if self.metric == "cosine":
+            return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+        return embedding
+
+    def fit_features(self, features: Features, labels: np.ndarray) -> CentroidDistance:
+        emb = self._prepare(features.embedding)
+        centroids = np.stack([emb[labels == c].mean(axis=0) for c in np.unique(labels)])
+        self.centroids_ = self._prepare(centroids)
+        return self
+
+    def distances(self, features: Features) -> np.ndarray:
+        """Distance to the nearest centroid (lower = more known): the ONNX ``centroid_distance``."""
+        if not self._is_fitted():
+            raise NotFittedError("CentroidDistance is not fitted; call fit() first")
+        emb = self._prepare(features.embedding)
+        sq = ((emb[:, None, :] - self.centroids_[None, :, :]) ** 2).sum(axis=2)
+        return np.sqrt(sq.min(axis=1))
+
+    def _score(self, features: Features) -> np.ndarray:
+        return -self.distances(features)
+
+
+class Mahalanobis(Detector):
+    """Minus the smallest Mahalanobis distance to a class mean, shared covariance (Lee et al. 2018);
+    higher = more known."""
+
+    needs_fit = True
+
+    def fit_features(self, features: Features, labels: np.ndarray) -> Mahalanobis:
+        emb = features.embedding
+        self.means_ = np.stack([emb[labels == c].mean(axis=0) for c in np.unique(labels)])
+        centred = emb - self.means_[np.searchsorted(np.unique(labels), labels)]
+        self.precision_ = EmpiricalCovariance(assume_centered=True).fit(centred).precision_
+        return self
+
+    def _score(self, features: Features) -> np.ndarray:
+        diff = features.embedding[:, None, :] - self.means_[None, :, :]
+        dist = np.einsum("nkd,de,nke->nk", diff, self.precision_, diff)
+        return -dist.min(axis=1)
+
+
+class KNN(Detector):
+    """Minus the distance to the k-th nearest known training embedding, L2-normalised
+    (Sun et al. 2022); higher = more known."""
+
+    needs_fit = True
+
+    def __init__(self, k: int = 10, max_bank: int = 20000, seed: int = 0, extractor=None) -> None:
+        super().__init__(extractor)
+        self.k, self.max_bank, self.seed = k, max_bank, seed
+
+    @staticmethod
+    def _normalise(emb: np.ndarray) -> np.ndarray:
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    def fit_features(self, features: Features, labels: np.ndarray) -> KNN:
+        bank = self._normalise(features.embedding)
+        if len(bank) > self.max_bank:
+            keep = np.random.default_rng(self.seed).choice(len(bank), self.max_bank, replace=False)
+            bank = bank[np.sort(keep)]
+        self.index_ = NearestNeighbors(n_neighbors=self.k).fit(bank)
+        return self
+
+    def _score(self, features: Features) -> np.ndarray:
+        dist, _ = self.index_.kneighbors(self._normalise(features.embedding))
+        return -dist[:, -1]
+
+
+class Combined(Detector):
+    """The shipped score: a weighted sum of the sigmoid head's logit and minus the centroid
+    distance, each standardised by its mean and standard deviation on the fit data (known
+    classes only); higher = more known.
+
+    ``score = w * (known_logit - loc_[0]) / scale_[0] + (1 - w) * (-distance - loc_[1]) / scale_[1]``
+    — affine, so the ONNX graph computes it exactly (see ``openset.export``).
+    """
+
+    needs_fit = True
+
+    def __init__(self, head_weight: float = 0.5, metric: str = "euclidean", extractor=None) -> None:
+        super().__init__(extractor)
+        self.head_weight = head_weight
+        self.metric = metric
+
+    def _components(self, features: Features) -> np.ndarray:
+        return np.stack([features.known_logit, -self.centroid_.distances(features)], axis=1)
+
+    def fit_features(self, features: Features, labels: np.ndarray) -> Combined:
+        self.centroid_ = CentroidDistance(self.metric).fit_features(features, labels)
+        parts = self._components(features)
+        self.loc_ = parts.mean(axis=0)
+        self.scale_ = np.maximum(parts.std(axis=0), 1e-12)
+        return self
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.array([self.head_weight, 1.0 - self.head_weight])
+
+    def _score(self, features: Features) -> np.ndarray:
+        return ((self._components(features) - self.loc_) / self.scale_) @ self.weights
+
+
+SCORES: dict[str, Callable[[ScoreConfig], Detector]] = {
+    "msp": lambda cfg: MaxSoftmax(),
+    "max_logit": lambda cfg: MaxLogit(),
+    "energy": lambda cfg: Energy(),
+    "known_head": lambda cfg: SigmoidHead(),
+    "centroid": lambda cfg: CentroidDistance(cfg.centroid_metric),
+    "mahalanobis": lambda cfg: Mahalanobis(),
+    "knn": lambda cfg: KNN(cfg.knn_k),
+    "combined": lambda cfg: Combined(cfg.combined_head_weight, cfg.centroid_metric),
+}
+
+
+def build_detectors(cfg: ScoreConfig, names: list[str] | None = None) -> dict[str, Detector]:
+    """Fresh, unfitted detectors by name (all of :data:`SCORES` by default)."""
+    return {name: SCORES[name](cfg) for name in (names or SCORES)}

@@ -1,0 +1,126 @@
+"""The ``openset`` console script end to end on a tiny configuration."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from openset.artifacts import sha256_file
+
+
+def run(*args, env=None, data_dir=None):
+    environment = {**os.environ, **(env or {})}
+    if data_dir is not None:
+        environment["OPENSET_DATA_DIR"] = str(data_dir)
+    exe = shutil.which("openset")
+    assert exe, "the openset console script is not installed"
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=environment, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    from openset.config import Config
+
+    tmp = tmp_path_factory.mktemp("cli")
+    cfg = Config().override(model={"hidden": [32], "dropout": 0.0}, optim={"epochs": 1, "batch_size": 256},
+                            scores={"knn_k": 3})
+    config = tmp / "tiny.json"
+    config.write_text(json.dumps(cfg.to_dict()))
+    out = tmp / "model"
+    result = run("train", "--config", str(config), "--out", str(out), data_dir=data_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return tmp, out
+
+
+def test_train_writes_a_complete_artefact(trained):
+    _, out = trained
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "model.json", "checkpoint.pt", "report.json", "report.md", "figures"} <= names
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["onnx_sha256"] == sha256_file(out / "model.onnx")
+    assert meta["classes"] == ["0", "1", "2", "3", "4"] and meta["unknown_label"] == "other"
+    assert meta["config"]["model"]["hidden"] == [32]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["scores"]) == {"msp", "max_logit", "energy", "known_head", "centroid", "mahalanobis",
+                                     "knn", "combined"}
+    assert report["parity"]["identical_decisions"]
+    assert 0.94 <= report["val_accepted"] <= 0.96
+    assert {"learning_curves", "confusion_matrix", "score_histograms", "samples", "worst_mistakes"} <= set(
+        report["figures"])
+    assert all((out / path).stat().st_size > 1000 for path in report["figures"].values())
+    # Nothing half-written is left beside the artefact.
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_onnx_decisions_follow_the_threshold_rule(trained):
+    _, out = trained
+    meta = json.loads((out / "model.json").read_text())
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    probs, score = session.run(["probs", "score"], {"image": np.random.default_rng(0).random((64, 1, 28, 28),
+                                                                                           dtype=np.float32)})
+    # Noise must be scored far below the known validation threshold.
+    assert np.all(score < meta["threshold"])
+
+
+def test_evaluate_re_measures_the_recorded_figures(trained, data_dir):
+    tmp, out = trained
+    result = run("evaluate", "--model", str(out), "--out", str(tmp / "eval.json"), data_dir=data_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads((tmp / "eval.json").read_text())
+    recorded = json.loads((out / "model.json").read_text())["metrics"]
+    assert measured["known_accuracy"] == pytest.approx(recorded["known_accuracy"])
+
+
+def test_evaluate_refuses_a_tampered_model(trained, data_dir, tmp_path):
+    _, out = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    result = run("evaluate", "--model", str(copy), data_dir=data_dir)
+    assert result.returncode == 2
+    assert "SHA-256" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_from_checkpoint_reproduces_the_model(trained, data_dir):
+    tmp, out = trained
+    again = tmp / "again"
+    result = run("export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(again), "--no-plots",
+                 data_dir=data_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = json.loads((out / "model.json").read_text())
+    second = json.loads((again / "model.json").read_text())
+    assert second["threshold"] == pytest.approx(first["threshold"], abs=1e-6)
+    assert second["metrics"] == pytest.approx(first["metrics"], abs=1e-6)
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path, data_dir):
+    config = tmp_path / "bad.json"
+    config.write_text('{"optim": {"name": "nesterov-ish"}}')
+    result = run("train", "--config", str(config), "--out", str(tmp_path / "m"), data_dir=data_dir)
+    assert result.returncode == 2
+    assert "optim.name" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_data_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "ok.json"
+    config.write_text("{}")
+    result = run("train", "--config", str(config), "--out", str(tmp_path / "m"),
+                 env={"OPENSET_DATA_DIR": str(tmp_path / "empty"), "OPENSET_DOWNLOAD": "0"})
+    assert result.returncode == 2
+    assert "MNIST not found" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("train", "evaluate", "export"):
+        assert command in result.stdout

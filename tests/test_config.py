@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from openset.config import Config, ConfigError
+
+from .conftest import REPO
+
+
+def test_shipped_config_is_the_default():
+    assert Config.from_json(REPO / "configs" / "mnist-0to4.json") == Config()
+
+
+def test_round_trip_through_json(tmp_path):
+    cfg = Config().override(model={"hidden": [64, 32], "activation": "tanh"}, seed=7)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert Config.from_json(path) == cfg
+    assert Config.from_json(path).model.hidden == (64, 32)
+
+
+def test_config_is_frozen():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Config().seed = 3
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"optim": {"name": "lbfgs"}}', "optim.name"),
+        ('{"model": {"hidden": [64], "depth": 3}}', "model.depth"),
+        ('{"data": {"known_classes": [1, 1]}}', "known_classes"),
+        ('{"negatives": {"source": "auxiliary:cifar"}}', "negatives.source"),
+        ('{"optim": {"epochs": 0}}', "optim.epochs"),
+    ],
+)
+def test_bad_config_gives_one_line_error(tmp_path, content, fragment):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        Config.from_json(path)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        Config.from_json(tmp_path / "nope.json")
+
+
+def test_zero_hidden_layers_is_allowed():
+    assert Config().override(model={"hidden": []}).model.hidden == ()

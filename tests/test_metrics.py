@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from openset import metrics
+
+
+def test_perfect_and_reversed_separation():
+    known, unknown = np.array([2.0, 3.0, 4.0]), np.array([-1.0, 0.0])
+    assert metrics.auroc(known, unknown) == 1.0
+    assert metrics.auroc(unknown, known) == 0.0
+    assert metrics.aupr_in(known, unknown) == pytest.approx(1.0)
+    assert metrics.aupr_out(known, unknown) == pytest.approx(1.0)
+    assert metrics.fpr_at_tpr(known, unknown, 0.95) == 0.0
+    assert metrics.fpr_at_tpr(unknown, known, 0.95) == 1.0
+
+
+def test_fpr_at_tpr_counts_unknowns_above_the_operating_point():
+    known = np.arange(100, dtype=float)  # accept 95 of them: threshold at 5
+    unknown = np.array([4.0, 6.0, 50.0, -3.0])
+    assert metrics.fpr_at_tpr(known, unknown, 0.95) == pytest.approx(0.5)
+
+
+def test_oscr_is_one_for_perfect_open_set_and_lower_with_misclassified_knowns():
+    known, unknown = np.array([2.0, 3.0, 4.0, 5.0]), np.array([0.0, 1.0])
+    assert metrics.oscr(known, np.ones(4, bool), unknown) == pytest.approx(1.0)
+    assert metrics.oscr(known, np.array([True, True, False, False]), unknown) == pytest.approx(0.5)
+    # Unknowns ranked above every known: the curve stays at zero until all unknowns are accepted.
+    assert metrics.oscr(unknown, np.ones(2, bool), known) == pytest.approx(0.0)
+
+
+def test_classification_metrics_include_other():
+    labels = ["0", "1", "other"]
+    y_true = np.array([0, 0, 1, 2, 2])
+    y_pred = np.array([0, 2, 1, 2, 0])
+    out = metrics.classification_metrics(y_true, y_pred, labels)
+    assert out["accuracy"] == pytest.approx(0.6)
+    assert out["confusion_matrix"] == [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
+    assert out["per_class"]["other"]["recall"] == pytest.approx(0.5)
+    assert out["per_class"]["1"]["f1"] == pytest.approx(1.0)
+    assert out["macro"]["f1"] == pytest.approx(np.mean([0.5, 1.0, 0.5]))

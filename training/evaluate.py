@@ -1,0 +1,149 @@
+"""Open-set evaluation (``openset evaluate``).
+
+Two layers: ``score_table`` compares every score side by side from model features, and
+``shipped_metrics`` measures the shipped decision from the ONNX contract's outputs alone.
+``main`` re-measures a model directory independently with ONNX Runtime (no torch model,
+no checkpoint) and checks the figures recorded in its ``model.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from openset import metrics
+from openset.calibration import UNKNOWN, decide
+from openset.contract import OUTPUTS, UNKNOWN_LABEL
+from openset.data import Split, load_dataset, uniform_noise
+from openset.scores import Detector, Features
+
+NOISE_SAMPLES = 10000
+NOISE_SEED = 12345
+
+
+def unknown_sets(dataset: str, test_unknown: Split, known_classes: tuple[int, ...], root) -> dict[str, Split]:
+    """The evaluation unknowns: the other classes of the test set, the other dataset's test set, noise."""
+    other = "fashion_mnist" if dataset == "mnist" else "mnist"
+    rest = sorted(set(range(10)) - set(known_classes))
+    return {
+        f"{dataset}_{'_'.join(map(str, rest))}": test_unknown,
+        other: load_dataset(other, train=False, root=root),
+        "uniform_noise": uniform_noise(NOISE_SAMPLES, NOISE_SEED),
+    }
+
+
+def score_table(
+    detectors: dict[str, Detector], known: Features, unknowns: dict[str, Features]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``table[score][unknown_set]`` = AUROC, AUPR-in, AUPR-out, FPR@95%TPR."""
+    table = {}
+    for name, det in detectors.items():
+        known_scores = det.score_features(known)
+        table[name] = {
+            set_name: metrics.detection_metrics(known_scores, det.score_features(feats))
+            for set_name, feats in unknowns.items()
+        }
+    return table
+
+
+def shipped_metrics(
+    known: dict[str, np.ndarray],
+    known_labels: np.ndarray,
+    unknowns: dict[str, dict[str, np.ndarray]],
+    threshold: float,
+    class_names: list[str],
+) -> dict:
+    """Figures of the shipped decision, from contract outputs (``probs`` and ``score``) only.
+
+    The first unknown set is the headline one: the 6-way report is knowns + that set.
+    """
+    labels = [*class_names, UNKNOWN_LABEL]
+    other = len(class_names)
+    known_pred = decide(known["probs"], known["score"], threshold)
+    correct = known["probs"].argmax(1) == known_labels
+    result: dict = {
+        "threshold": float(threshold),
+        "known_accuracy": float(correct.mean()),
+        "known_accepted": float((known_pred != UNKNOWN).mean()),
+        "unknown": {},
+    }
+    for i, (set_name, out) in enumerate(unknowns.items()):
+        pred = decide(out["probs"], out["score"], threshold)
+        result["unknown"][set_name] = {
+            **metrics.detection_metrics(known["score"], out["score"]),
+            "oscr": metrics.oscr(known["score"], correct, out["score"]),
+            "accepted": float((pred != UNKNOWN).mean()),
+        }
+        if i == 0:
+            y_true = np.concatenate([known_labels, np.full(len(pred), other)])
+            y_pred = np.where(np.concatenate([known_pred, pred]) == UNKNOWN, other, np.concatenate([known_pred, pred]))
+            result["open_set_classification"] = {"unknown_set": set_name,
+                                                 **metrics.classification_metrics(y_true, y_pred, labels)}
+    return result
+
+
+def run_onnx(session, images: np.ndarray, batch_size: int = 4096) -> dict[str, np.ndarray]:
+    """Every contract output from an onnxruntime session, batch by batch."""
+    parts = [session.run(list(OUTPUTS), {"image": images[i : i + batch_size]})
+             for i in range(0, len(images), batch_size)]
+    return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(OUTPUTS)}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Re-measure a model directory with ONNX Runtime on the test data", add_help=add_help
+    )
+    parser.add_argument("--model", required=True, help="directory with model.onnx and model.json")
+    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
+    parser.add_argument("--out", default=None, help="write the figures here as JSON")
+    parser.add_argument("--tolerance", type=float, default=1e-6, help="allowed drift from model.json")
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    import onnxruntime as ort
+
+    from openset.artifacts import ArtifactError, atomic_write_json, sha256_file
+    from openset.config import Config
+    from openset.data import open_set_data
+
+    model_dir = Path(args.model)
+    if not (model_dir / "model.json").is_file() or not (model_dir / "model.onnx").is_file():
+        raise ArtifactError(f"{model_dir}: needs model.onnx and model.json")
+    meta = json.loads((model_dir / "model.json").read_text())
+    if sha256_file(model_dir / "model.onnx") != meta["onnx_sha256"]:
+        raise ArtifactError(f"{model_dir / 'model.onnx'}: SHA-256 differs from model.json")
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    cfg = Config.model_validate(meta["config"])
+    data = open_set_data(cfg.data, cfg.seed, args.data_dir)
+    known = run_onnx(session, data.test_known.images.numpy())
+    sets = unknown_sets(cfg.data.dataset, data.test_unknown, cfg.data.known_classes, args.data_dir)
+    unknowns = {name: run_onnx(session, split.images.numpy()) for name, split in sets.items()}
+    measured = shipped_metrics(known, data.test_known.labels.numpy(), unknowns, meta["threshold"], meta["classes"])
+    recorded = meta["metrics"]
+    drift = {
+        key: abs(measured_value - recorded[key])
+        for key, measured_value in headline(measured).items()
+        if key in recorded
+    }
+    worst = max(drift.values(), default=0.0)
+    print(json.dumps({"measured": headline(measured), "max_drift_from_model_json": worst}, indent=2))
+    if args.out:
+        atomic_write_json(args.out, measured)
+    if worst > args.tolerance:
+        raise SystemExit(f"figures drift from model.json by {worst:.2e} (> {args.tolerance})")
+    return measured
+
+
+def headline(shipped: dict) -> dict[str, float]:
+    """The few numbers that go into ``model.json`` and the README."""
+    out = {"known_accuracy": shipped["known_accuracy"], "known_accepted": shipped["known_accepted"],
+           "macro_f1_open_set": shipped["open_set_classification"]["macro"]["f1"],
+           "accuracy_open_set": shipped["open_set_classification"]["accuracy"]}
+    for set_name, figures in shipped["unknown"].items():
+        out[f"auroc_{set_name}"] = figures["auroc"]
+        out[f"fpr95_{set_name}"] = figures["fpr_at_95tpr"]
+    return out

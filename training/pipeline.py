@@ -1,0 +1,184 @@
+"""After training: fit the scores, calibrate, evaluate, export and report — into one atomic directory.
+
+Layout of an artefact directory (``models/mnist-0to4``)::
+
+    model.onnx       the contract graph (openset.contract), metadata in metadata_props
+    model.json       classes, threshold and rule, normalisation, config, data, metrics, SHA-256
+    checkpoint.pt    torch weights + config + history (for ``openset export`` / retraining)
+    report.json      every figure; report.md the same for people; figures/*.png
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torchvision
+
+import openset
+from openset import plots
+from openset.artifacts import atomic_write_bytes, atomic_write_json, staged_directory
+from openset.calibration import RULE, UNKNOWN, decide, threshold_at_tpr
+from openset.config import Config
+from openset.contract import FORMAT_VERSION, INPUT, OUTPUTS, UNKNOWN_LABEL
+from openset.data import OpenSetData, data_root
+from openset.export import ExportModule, export_onnx, run_torch, write_model_json
+from openset.models import extract_features
+from openset.scores import Detector, build_detectors
+from training.evaluate import headline, run_onnx, score_table, shipped_metrics, unknown_sets
+from training.report import render_report
+
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass
+class FittedScores:
+    detectors: dict[str, Detector]
+    threshold: float
+    module: ExportModule
+
+
+def fit_scores(model: torch.nn.Module, cfg: Config, data: OpenSetData) -> FittedScores:
+    """Fit every score on known training features; threshold on known validation data only."""
+    train_feats = extract_features(model, data.train.images)
+    detectors = build_detectors(cfg.scores)
+    for det in detectors.values():
+        det.fit_features(train_feats, data.train.labels.numpy())
+    module = ExportModule(model, detectors["combined"])
+    val_scores = run_torch(module, data.val.images)["score"]
+    return FittedScores(detectors, threshold_at_tpr(val_scores, cfg.scores.target_tpr), module)
+
+
+def check_parity(session: ort.InferenceSession, module: ExportModule, images: torch.Tensor, threshold: float) -> dict:
+    """ONNX Runtime vs torch on every output; identical decisions at the threshold."""
+    ours, theirs = run_torch(module, images), run_onnx(session, images.numpy())
+    diff = {name: float(np.abs(ours[name] - theirs[name]).max()) for name in OUTPUTS}
+    same = bool(np.array_equal(decide(ours["probs"], ours["score"], threshold),
+                               decide(theirs["probs"], theirs["score"], threshold)))
+    if max(diff.values()) > PARITY_TOLERANCE or not same:
+        raise RuntimeError(f"ONNX parity failed: max abs diff {diff}, identical decisions {same}")
+    return {"samples": len(images), "max_abs_diff": diff, "identical_decisions": same}
+
+
+def write_artifacts(
+    out: Path, cfg: Config, model: torch.nn.Module, history: list[dict], data: OpenSetData,
+    root: str | None, train_seconds: float, plots_enabled: bool = True,
+) -> Path:
+    started = time.perf_counter()
+    fitted = fit_scores(model, cfg, data)
+    class_names = [str(c) for c in data.classes]
+    sets = unknown_sets(cfg.data.dataset, data.test_unknown, data.classes, root)
+
+    # Every score side by side, from one forward pass per set.
+    known_feats = extract_features(model, data.test_known.images)
+    unknown_feats = {name: extract_features(model, split.images) for name, split in sets.items()}
+    table = score_table(fitted.detectors, known_feats, unknown_feats)
+
+    # The shipped decision, from the contract outputs.
+    known_out = run_torch(fitted.module, data.test_known.images)
+    unknown_out = {name: run_torch(fitted.module, split.images) for name, split in sets.items()}
+    shipped = shipped_metrics(known_out, data.test_known.labels.numpy(), unknown_out, fitted.threshold, class_names)
+    protocol = ("supervised: the known head saw training images of the unknown classes"
+                if cfg.negatives.labelled_supervised else "honest: unknown classes never used before evaluation")
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "name": cfg.name,
+        "version": f"{openset.__version__}+seed{cfg.seed}",
+        "classes": class_names,
+        "known_classes": list(data.classes),
+        "unknown_label": UNKNOWN_LABEL,
+        "threshold": fitted.threshold,
+        "score": "score",
+        "rule": RULE,
+        "target_tpr": cfg.scores.target_tpr,
+        "input": {"name": INPUT, "shape": ["N", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0],
+                  "polarity": "white digit on black", "layout": "MNIST-centred (20x20 box, centre of mass)"},
+        "outputs": list(OUTPUTS),
+        "normalization": cfg.model.normalization.model_dump(),
+        "protocol": protocol,
+        "metrics": headline(shipped),
+        "data": {"dataset": cfg.data.dataset, "train": len(data.train), "val": len(data.val),
+                 "test_known": len(data.test_known), "unknown_sets": {k: len(v) for k, v in sets.items()}},
+        "versions": {"openset": openset.__version__, "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "onnxruntime": ort.__version__,
+                     "python": platform.python_version()},
+        "config": cfg.to_dict(),
+    }
+    with staged_directory(out) as stage:
+        sha = export_onnx(fitted.module, stage / "model.onnx", metadata)
+        session = ort.InferenceSession(str(stage / "model.onnx"), providers=["CPUExecutionProvider"])
+        all_test = torch.cat([data.test_known.images, data.test_unknown.images])
+        parity = check_parity(session, fitted.module, all_test, fitted.threshold)
+        write_model_json(stage / "model.json", metadata, sha)
+        buffer = _checkpoint_bytes(cfg, model, history)
+        atomic_write_bytes(stage / "checkpoint.pt", buffer)
+        report = {
+            "name": cfg.name, "protocol": protocol, "classes": class_names,
+            "threshold": fitted.threshold, "target_tpr": cfg.scores.target_tpr,
+            "val_accepted": float(np.mean(run_torch(fitted.module, data.val.images)["score"] >= fitted.threshold)),
+            "shipped": shipped, "scores": table, "parity": parity,
+            "timing": {"train_seconds": train_seconds, "fit_eval_export_seconds": time.perf_counter() - started,
+                       "threads": torch.get_num_threads()},
+            "data_root": str(data_root(root)),
+            "history": history, "config": cfg.to_dict(),
+        }
+        if plots_enabled:
+            report["figures"] = _figures(stage / "figures", fitted, history, data, known_feats, unknown_feats,
+                                         known_out, unknown_out, shipped, class_names)
+        report["timing"]["total_seconds"] = train_seconds + time.perf_counter() - started
+        atomic_write_json(stage / "report.json", report)
+        atomic_write_bytes(stage / "report.md", render_report(report).encode())
+    shown = {k: v for k, v in metadata["metrics"].items() if k.startswith(("known_acc", "auroc", "macro"))}
+    print(f"wrote {out}  (threshold {fitted.threshold:.4f}; " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()) + ")")
+    return out
+
+
+def _checkpoint_bytes(cfg: Config, model: torch.nn.Module, history: list[dict]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "history": history}, buffer)
+    return buffer.getvalue()
+
+
+def _figures(folder: Path, fitted: FittedScores, history, data: OpenSetData, known_feats, unknown_feats,
+             known_out, unknown_out, shipped, class_names) -> dict[str, str]:
+    figures = {"learning_curves": plots.learning_curves(history, folder / "learning_curves.png")}
+    for set_name, feats in unknown_feats.items():
+        pairs = {name: (det.score_features(known_feats), det.score_features(feats))
+                 for name, det in fitted.detectors.items()}
+        figures[f"roc_{set_name}"] = plots.roc_curves(pairs, set_name, folder / f"roc_{set_name}.png")
+    figures["score_histograms"] = plots.score_histograms(
+        known_out["score"], {k: v["score"] for k, v in unknown_out.items()}, fitted.threshold,
+        folder / "score_histograms.png")
+    cm = shipped["open_set_classification"]
+    figures["confusion_matrix"] = plots.confusion(cm["confusion_matrix"], cm["labels"], folder / "confusion_matrix.png")
+    # The seed's data preview: ten training images per known class.
+    picks = np.concatenate([np.nonzero(data.train.labels.numpy() == c)[0][:10] for c in range(len(class_names))])
+    figures["samples"] = plots.image_grid(data.train.images[picks].numpy(),
+                                          [class_names[data.train.labels[i]] for i in picks], folder / "samples.png")
+    figures["worst_mistakes"] = plots.image_grid(*_worst_mistakes(data, known_out, unknown_out, fitted.threshold,
+                                                                  class_names), folder / "worst_mistakes.png")
+    return {name: str(path.relative_to(folder.parent)) for name, path in figures.items()}
+
+
+def _worst_mistakes(data, known_out, unknown_out, threshold, class_names, per_kind: int = 10):
+    """Knowns rejected or misclassified with the most confidence, and the best-scored accepted unknowns."""
+    first_set = next(iter(unknown_out))
+    unknown_images = data.test_unknown.images.numpy()
+    known_pred = decide(known_out["probs"], known_out["score"], threshold)
+    labels = data.test_known.labels.numpy()
+    wrong = np.nonzero(known_pred != labels)[0]
+    wrong = wrong[np.argsort(-np.abs(known_out["score"][wrong] - threshold))][:per_kind]
+    accepted = np.argsort(-unknown_out[first_set]["score"])[:per_kind]
+    name = lambda p: UNKNOWN_LABEL if p == UNKNOWN else class_names[p]  # noqa: E731
+    images = np.concatenate([data.test_known.images.numpy()[wrong], unknown_images[accepted]])
+    titles = [f"{class_names[labels[i]]}→{name(known_pred[i])}" for i in wrong]
+    unknown_pred = decide(unknown_out[first_set]["probs"], unknown_out[first_set]["score"], threshold)
+    titles += [f"{int(data.test_unknown.labels[i])}→{name(unknown_pred[i])}" for i in accepted]
+    return images, titles

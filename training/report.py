@@ -1,0 +1,77 @@
+"""The human report: ``report.json`` rendered as Markdown."""
+
+from __future__ import annotations
+
+SCORE_NOTES = {
+    "msp": "max softmax probability",
+    "max_logit": "largest logit",
+    "energy": "logsumexp of the logits",
+    "known_head": "sigmoid known-class head",
+    "centroid": "minus distance to nearest class centroid",
+    "mahalanobis": "minus Mahalanobis distance, shared covariance",
+    "knn": "minus k-th nearest training embedding distance",
+    "combined": "**shipped**: standardised head + centroid",
+}
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def render_report(report: dict) -> str:
+    shipped = report["shipped"]
+    sets = list(shipped["unknown"])
+    cls = shipped["open_set_classification"]
+    timing = report["timing"]
+    lines = [
+        f"# Open-set report: {report['name']}",
+        "",
+        f"Protocol: **{report['protocol']}**. Known classes: {', '.join(report['classes'])}; "
+        f"anything else is `other`. Threshold {report['threshold']:.4f} on the combined score, chosen to "
+        f"accept {_pct(report['target_tpr'])} of the known validation images "
+        f"({_pct(report['val_accepted'])} accepted).",
+        "",
+        "## Shipped decision (test data)",
+        "",
+        f"- known-class accuracy (argmax, test {', '.join(report['classes'])}): **{_pct(shipped['known_accuracy'])}**",
+        f"- knowns accepted at the threshold: {_pct(shipped['known_accepted'])}",
+        f"- open-set ({len(report['classes'])} + other, knowns + {cls['unknown_set']}): accuracy "
+        f"{_pct(cls['accuracy'])}, macro-F1 **{cls['macro']['f1']:.4f}**",
+        "",
+        "| unknowns | AUROC | AUPR-in | AUPR-out | FPR@95 %TPR | OSCR | accepted as known |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in sets:
+        u = shipped["unknown"][name]
+        lines.append(f"| {name} | {u['auroc']:.4f} | {u['aupr_in']:.4f} | {u['aupr_out']:.4f} | "
+                     f"{u['fpr_at_95tpr']:.4f} | {u['oscr']:.4f} | {_pct(u['accepted'])} |")
+    lines += ["", "### Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for label, row in cls["per_class"].items():
+        lines.append(f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |")
+    lines += ["", "### Confusion matrix (rows: truth, columns: decision)", "",
+              "| | " + " | ".join(cls["labels"]) + " |", "|---" * (len(cls["labels"]) + 1) + "|"]
+    for label, row in zip(cls["labels"], cls["confusion_matrix"], strict=True):
+        lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "## Every score side by side (AUROC / FPR@95 %TPR; higher score = more known)", "",
+              "| score | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    for score, per_set in report["scores"].items():
+        cells = [f"{per_set[s]['auroc']:.4f} / {per_set[s]['fpr_at_95tpr']:.3f}" for s in sets]
+        lines.append(f"| {score} ({SCORE_NOTES.get(score, '')}) | " + " | ".join(cells) + " |")
+    parity = report["parity"]
+    lines += [
+        "",
+        "## Export",
+        "",
+        f"ONNX Runtime vs torch over {parity['samples']} test images: max abs difference "
+        f"{max(parity['max_abs_diff'].values()):.2e}, identical decisions: {parity['identical_decisions']}.",
+        "",
+        "## Time",
+        "",
+        f"Training {timing['train_seconds']:.0f} s, scores + evaluation + export "
+        f"{timing['fit_eval_export_seconds']:.0f} s, total {timing['total_seconds']:.0f} s "
+        f"on {timing['threads']} threads.",
+    ]
+    if report.get("figures"):
+        lines += ["", "## Figures", ""]
+        lines += [f"![{name}]({path})" for name, path in report["figures"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,186 @@
+"""Train the open-set MLP, then fit its scores, calibrate, evaluate and export (``openset train``).
+
+Laid out like torchvision's reference scripts: ``get_args_parser()``, ``main(args)``, and a
+plain loop of ``train_one_epoch`` / ``evaluate`` you can read top to bottom.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from openset.config import Config, OptimConfig
+from openset.data import OpenSetData, Split, load_dataset, open_set_data
+from openset.models import build_model
+from openset.negatives import NegativeSampler, augment
+
+OPTIMIZERS = {
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay),
+    "momentum": lambda params, c: torch.optim.SGD(
+        params, lr=c.lr, momentum=0.9, nesterov=True, weight_decay=c.weight_decay
+    ),
+    "adagrad": lambda params, c: torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay),
+    "rmsprop": lambda params, c: torch.optim.RMSprop(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+SCHEDULES = {
+    "constant": lambda opt, c, steps: torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0),
+    "cosine": lambda opt, c, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps),
+    "step": lambda opt, c, steps: torch.optim.lr_scheduler.StepLR(
+        opt, step_size=max(1, steps // 3), gamma=0.1
+    ),
+}
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, steps: int):
+    optimizer = OPTIMIZERS[cfg.name](model.parameters(), cfg)
+    return optimizer, SCHEDULES[cfg.schedule](optimizer, cfg, steps)
+
+
+def negative_pool(cfg: Config, data: OpenSetData, root: str | None) -> torch.Tensor | None:
+    """Images for the ``auxiliary:*`` and ``supervised`` negative sources (None otherwise)."""
+    kind, _, dataset = cfg.negatives.source.partition(":")
+    if kind == "supervised":
+        return data.train_unknown.images
+    if kind == "auxiliary":
+        return load_dataset(dataset, train=True, root=root).images
+    return None
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    train: Split,
+    sampler: NegativeSampler,
+    cfg: Config,
+    gen: torch.Generator,
+    epoch: int,
+) -> dict[str, float]:
+    model.train()
+    neg = cfg.negatives
+    order = torch.randperm(len(train), generator=gen)
+    batches = order.split(cfg.optim.batch_size)
+    totals = {"loss": 0.0, "correct": 0, "seen": 0}
+    bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
+    for index in bar:
+        images, labels = train.images[index], train.labels[index]
+        if cfg.data.augment:
+            images = augment(images, gen)
+        batch = images
+        if sampler.enabled:
+            batch = torch.cat([images, sampler.sample(images, labels, gen)])
+        logits, _, _, head_logits = model(batch)
+        known = len(images)
+        loss = F.cross_entropy(logits[:known], labels)
+        if sampler.enabled:
+            loss = loss + neg.head_weight * head_loss(head_logits, labels, len(batch) - known)
+            if neg.uniform_weight:
+                # Outlier exposure: the softmax of a negative should be flat.
+                uniform = -F.log_softmax(logits[known:], dim=1).mean()
+                loss = loss + neg.uniform_weight * uniform
+        if cfg.optim.l1:
+            loss = loss + cfg.optim.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        totals["loss"] += loss.item() * known
+        totals["correct"] += (logits[:known].argmax(1) == labels).sum().item()
+        totals["seen"] += known
+        bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.4f}", acc=f"{totals['correct'] / totals['seen']:.4f}")
+    return {"train_loss": totals["loss"] / totals["seen"], "train_acc": totals["correct"] / totals["seen"]}
+
+
+def head_loss(head_logits: torch.Tensor, labels: torch.Tensor, negatives: int) -> torch.Tensor:
+    """Binary cross-entropy of the known head: knowns first in the batch, then the negatives.
+
+    A single head learns known (1) vs negative (0); one-vs-rest heads learn their own class (1)
+    against the other known classes and every negative (0).
+    """
+    if head_logits.shape[1] == 1:
+        target = torch.cat([torch.ones(len(labels)), torch.zeros(negatives)])[:, None]
+    else:
+        target = torch.cat([F.one_hot(labels, head_logits.shape[1]).float(),
+                            torch.zeros(negatives, head_logits.shape[1])])
+    return F.binary_cross_entropy_with_logits(head_logits, target)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 4096) -> dict[str, float]:
+    """Loss and accuracy on a known-class split (labels 0..K-1)."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(split), batch_size):
+        images, labels = split.images[start : start + batch_size], split.labels[start : start + batch_size]
+        logits = model(images).logits
+        loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+    return {"loss": loss / len(split), "acc": correct / len(split)}
+
+
+def fit(cfg: Config, data: OpenSetData, root: str | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train with the config; return the best-validation model (known classes only) and the history."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(cfg.model, len(data.classes))
+    sampler = NegativeSampler(cfg.negatives, negative_pool(cfg, data, root))
+    steps = cfg.optim.epochs * -(-len(data.train) // cfg.optim.batch_size)
+    optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
+    history: list[dict] = []
+    best_key, best_state = None, None
+    for epoch in range(1, cfg.optim.epochs + 1):
+        start = time.perf_counter()
+        row = {"epoch": epoch, **train_one_epoch(model, optimizer, scheduler, data.train, sampler, cfg, gen, epoch)}
+        val = evaluate(model, data.val)
+        row.update(val_loss=val["loss"], val_acc=val["acc"], seconds=time.perf_counter() - start)
+        history.append(row)
+        # Best checkpoint by known-class validation accuracy, ties broken by validation loss.
+        key = (val["acc"], -val["loss"])
+        if best_key is None or key > best_key:
+            best_key, best_state = key, copy.deepcopy(model.state_dict())
+        print(
+            f"epoch {epoch:3d}/{cfg.optim.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  ({row['seconds']:.1f}s)",
+            flush=True,
+        )
+    model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Train, evaluate and export an open-set model", add_help=add_help)
+    parser.add_argument("--config", required=True, help="training config (JSON)")
+    parser.add_argument("--out", required=True, help="artefact directory (written atomically)")
+    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
+    parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs (quick runs)")
+    parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    parser.add_argument("--no-plots", action="store_true", help="skip the figures")
+    return parser
+
+
+def main(args: argparse.Namespace) -> Path:
+    from training.pipeline import write_artifacts
+
+    started = time.perf_counter()
+    cfg = Config.from_json(args.config)
+    if args.epochs is not None:
+        cfg = cfg.override(optim={"epochs": args.epochs})
+    if args.seed is not None:
+        cfg = cfg.override(seed=args.seed)
+    data = open_set_data(cfg.data, cfg.seed, args.data_dir)
+    model, history = fit(cfg, data, args.data_dir)
+    return write_artifacts(
+        Path(args.out), cfg, model, history, data, args.data_dir,
+        train_seconds=time.perf_counter() - started, plots_enabled=not args.no_plots,
+    )
