@@ -109,8 +109,11 @@ class ScoreConfig(_Frozen):
     shipped: str = "combined"
     centroid_metric: Literal["euclidean", "cosine"] = "euclidean"
     knn_k: int = Field(10, ge=1)
+    prototypes_per_class: int = Field(16, ge=1)
     # Weight of the sigmoid head in the combined score; the centroid term gets 1 - this.
     combined_head_weight: float = Field(0.5, ge=0.0, le=1.0)
+    # Centroids per class for the combined score's distance term (1 = the class means).
+    combined_per_class: int = Field(1, ge=1)
     target_tpr: float = Field(0.95, gt=0.0, lt=1.0)
 
 

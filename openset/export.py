@@ -14,31 +14,48 @@ from torch import nn
 
 from openset.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from openset.contract import INPUT, OUTPUTS
-from openset.scores import Combined
+from openset.scores import CentroidDistance, Combined
 
 OPSET = 18
 
 
-class ExportModule(nn.Module):
-    """The trained model plus the fitted combined score, as one torch module (eval mode)."""
+def _as_tensor(array) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array), dtype=torch.float32)
 
-    def __init__(self, model: nn.Module, combined: Combined) -> None:
+
+def _nearest(embedding: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    squared = ((embedding[:, None, :] - centroids[None, :, :]) ** 2).sum(dim=2)
+    return squared.min(dim=1).values.clamp_min(0.0).sqrt()
+
+
+class ExportModule(nn.Module):
+    """The trained model, its class centroids and the fitted combined score as one torch module.
+
+    ``centroid`` is the fitted one-centroid-per-class detector behind ``centroid_distance``;
+    the combined score's own distance term uses ``combined.centroid_`` (the same when it has
+    one centroid per class). Both must share the metric.
+    """
+
+    def __init__(self, model: nn.Module, combined: Combined, centroid: CentroidDistance) -> None:
         super().__init__()
+        if centroid.metric != combined.metric:
+            raise ValueError("the centroid detector and the combined score must share the metric")
         self.model = model.eval()
-        as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
         self.cosine = combined.metric == "cosine"
-        self.register_buffer("centroids", as_tensor(combined.centroid_.centroids_))
-        self.register_buffer("loc", as_tensor(combined.loc_))
-        self.register_buffer("scale", as_tensor(combined.scale_))
-        self.register_buffer("weights", as_tensor(combined.weights))
+        self.register_buffer("class_centroids", _as_tensor(centroid.centroids_))
+        self.register_buffer("score_centroids", _as_tensor(combined.centroid_.centroids_))
+        self.register_buffer("loc", _as_tensor(combined.loc_))
+        self.register_buffer("scale", _as_tensor(combined.scale_))
+        self.register_buffer("weights", _as_tensor(combined.weights))
+        self.shared = combined.per_class == 1
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, embedding, known_logit, _ = self.model(image)
         if self.cosine:
             embedding = embedding / embedding.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        squared = ((embedding[:, None, :] - self.centroids[None, :, :]) ** 2).sum(dim=2)
-        distance = squared.min(dim=1).values.clamp_min(0.0).sqrt()
-        parts = torch.stack([known_logit, -distance], dim=1)
+        distance = _nearest(embedding, self.class_centroids)
+        score_distance = distance if self.shared else _nearest(embedding, self.score_centroids)
+        parts = torch.stack([known_logit, -score_distance], dim=1)
         score = (((parts - self.loc) / self.scale) * self.weights).sum(dim=1)
         return logits, logits.softmax(dim=1), torch.sigmoid(known_logit), distance, score
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp, softmax
+from sklearn.cluster import KMeans
 from sklearn.covariance import EmpiricalCovariance
 from sklearn.exceptions import NotFittedError
 from sklearn.neighbors import NearestNeighbors
@@ -114,13 +115,21 @@ class CentroidDistance(Detector):
     """Minus the distance to the nearest class centroid in embedding space; higher = more known.
 
     ``metric="cosine"`` measures the Euclidean distance between L2-normalised vectors.
+    ``per_class > 1`` replaces each class mean by that many k-means prototypes of the class.
     """
 
     needs_fit = True
 
-    def __init__(self, metric: str = "euclidean", extractor=None) -> None:
+    def __init__(self, metric: str = "euclidean", per_class: int = 1, seed: int = 0, extractor=None) -> None:
         super().__init__(extractor)
         self.metric = metric
+        self.per_class = per_class
+        self.seed = seed
+
+    def _centres(self, emb: np.ndarray) -> np.ndarray:
+        if self.per_class == 1:
+            return emb.mean(axis=0, keepdims=True)
+        return KMeans(self.per_class, n_init=1, random_state=self.seed).fit(emb).cluster_centers_
 
     def _prepare(self, embedding: np.ndarray) -> np.ndarray:
         if self.metric == "cosine":
@@ -129,7 +138,7 @@ class CentroidDistance(Detector):
 
     def fit_features(self, features: Features, labels: np.ndarray) -> CentroidDistance:
         emb = self._prepare(features.embedding)
-        centroids = np.stack([emb[labels == c].mean(axis=0) for c in np.unique(labels)])
+        centroids = np.concatenate([self._centres(emb[labels == c]) for c in np.unique(labels)])
         self.centroids_ = self._prepare(centroids)
         return self
 
@@ -192,26 +201,30 @@ class KNN(Detector):
 
 
 class Combined(Detector):
-    """The shipped score: a weighted sum of the sigmoid head's logit and minus the centroid
-    distance, each standardised by its mean and standard deviation on the fit data (known
-    classes only); higher = more known.
+    """The shipped score: a weighted sum of the sigmoid head's logit and minus the distance to
+    the nearest centroid, each standardised by its mean and standard deviation on the fit data
+    (known classes only); higher = more known.
 
     ``score = w * (known_logit - loc_[0]) / scale_[0] + (1 - w) * (-distance - loc_[1]) / scale_[1]``
-    — affine, so the ONNX graph computes it exactly (see ``openset.export``).
+    — affine, so the ONNX graph computes it exactly (see ``openset.export``). With
+    ``per_class > 1`` the distance is to the nearest of that many k-means centroids per class.
     """
 
     needs_fit = True
 
-    def __init__(self, head_weight: float = 0.5, metric: str = "euclidean", extractor=None) -> None:
+    def __init__(
+        self, head_weight: float = 0.5, metric: str = "euclidean", per_class: int = 1, extractor=None
+    ) -> None:
         super().__init__(extractor)
         self.head_weight = head_weight
         self.metric = metric
+        self.per_class = per_class
 
     def _components(self, features: Features) -> np.ndarray:
         return np.stack([features.known_logit, -self.centroid_.distances(features)], axis=1)
 
     def fit_features(self, features: Features, labels: np.ndarray) -> Combined:
-        self.centroid_ = CentroidDistance(self.metric).fit_features(features, labels)
+        self.centroid_ = CentroidDistance(self.metric, self.per_class).fit_features(features, labels)
         parts = self._components(features)
         self.loc_ = parts.mean(axis=0)
         self.scale_ = np.maximum(parts.std(axis=0), 1e-12)
@@ -231,9 +244,10 @@ SCORES: dict[str, Callable[[ScoreConfig], Detector]] = {
     "energy": lambda cfg: Energy(),
     "known_head": lambda cfg: SigmoidHead(),
     "centroid": lambda cfg: CentroidDistance(cfg.centroid_metric),
+    "prototypes": lambda cfg: CentroidDistance(cfg.centroid_metric, per_class=cfg.prototypes_per_class),
     "mahalanobis": lambda cfg: Mahalanobis(),
     "knn": lambda cfg: KNN(cfg.knn_k),
-    "combined": lambda cfg: Combined(cfg.combined_head_weight, cfg.centroid_metric),
+    "combined": lambda cfg: Combined(cfg.combined_head_weight, cfg.centroid_metric, cfg.combined_per_class),
 }
 
 

@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -16,9 +18,10 @@ def run(*args, env=None, data_dir=None):
     environment = {**os.environ, **(env or {})}
     if data_dir is not None:
         environment["OPENSET_DATA_DIR"] = str(data_dir)
-    exe = shutil.which("openset")
-    assert exe, "the openset console script is not installed"
-    return subprocess.run([exe, *args], capture_output=True, text=True, env=environment, timeout=900)
+    # The console script installed beside this interpreter (the venv's bin/).
+    exe = Path(sys.executable).parent / "openset"
+    assert exe.exists(), "the openset console script is not installed"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=environment, timeout=900)
 
 
 @pytest.fixture(scope="module")

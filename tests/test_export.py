@@ -10,31 +10,33 @@ from openset.config import ModelConfig
 from openset.contract import OUTPUTS, check_contract
 from openset.export import ExportModule, export_onnx, run_torch
 from openset.models import build_model, extract_features
-from openset.scores import Combined
+from openset.scores import CentroidDistance, Combined
 from training.evaluate import run_onnx
 
 
-def tiny_module(metric="euclidean", seed=0):
+def tiny_module(metric="euclidean", per_class=1, seed=0):
     torch.manual_seed(seed)
     model = build_model(ModelConfig(hidden=(16,)), num_classes=3).eval()
     images = torch.rand(60, 1, 28, 28)
     labels = np.arange(60) % 3
-    combined = Combined(head_weight=0.4, metric=metric).fit_features(extract_features(model, images), labels)
-    return ExportModule(model, combined), combined, model
+    feats = extract_features(model, images)
+    combined = Combined(head_weight=0.4, metric=metric, per_class=per_class).fit_features(feats, labels)
+    centroid = CentroidDistance(metric).fit_features(feats, labels)
+    return ExportModule(model, combined, centroid), combined, model, centroid
 
 
-@pytest.fixture(scope="module", params=["euclidean", "cosine"])
+@pytest.fixture(scope="module", params=[("euclidean", 1), ("cosine", 1), ("cosine", 4)])
 def exported(request, tmp_path_factory):
-    module, combined, model = tiny_module(request.param)
+    module, combined, model, centroid = tiny_module(*request.param)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     sha = export_onnx(module, path, {"classes": ["a", "b", "c"], "threshold": 0.25})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return module, combined, model, path, sha, session
+    return module, combined, model, path, sha, session, centroid
 
 
 @pytest.mark.parametrize("batch", [1, 7, 300])
 def test_onnx_matches_torch_for_any_batch_size(exported, batch):
-    module, _, _, _, _, session = exported
+    module, _, _, _, _, session, _ = exported
     images = torch.rand(batch, 1, 28, 28)
     ours, theirs = run_torch(module, images), run_onnx(session, images.numpy())
     for name in OUTPUTS:
@@ -43,18 +45,18 @@ def test_onnx_matches_torch_for_any_batch_size(exported, batch):
 
 
 def test_graph_outputs_equal_the_numpy_scores(exported):
-    module, combined, model, _, _, session = exported
+    module, combined, model, _, _, session, centroid = exported
     images = torch.rand(20, 1, 28, 28)
     out = run_onnx(session, images.numpy())
     feats = extract_features(model, images)
     np.testing.assert_allclose(out["score"], combined.score_features(feats), atol=1e-4)
-    np.testing.assert_allclose(out["centroid_distance"], combined.centroid_.distances(feats), atol=1e-4)
+    np.testing.assert_allclose(out["centroid_distance"], centroid.distances(feats), atol=1e-4)
     np.testing.assert_allclose(out["probs"].sum(1), 1.0, atol=1e-6)
     np.testing.assert_allclose(out["known_prob"], 1 / (1 + np.exp(-feats.known_logit)), atol=1e-5)
 
 
 def test_contract_and_metadata(exported):
-    _, _, _, path, _, session = exported
+    _, _, _, path, _, session, _ = exported
     check_contract(session, num_classes=3)
     with pytest.raises(ValueError, match="classes"):
         check_contract(session, num_classes=5)

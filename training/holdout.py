@@ -54,7 +54,9 @@ def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, flo
     out_feats = extract_features(model, _only(data.val, [held_out], remap=False).images)
     detectors = build_detectors(cfg.scores)
     # The combined score's head weight is a design choice: measure a grid of it too.
-    detectors.update({f"combined@{w:g}": Combined(w, cfg.scores.centroid_metric) for w in WEIGHT_GRID})
+    for per_class in sorted({1, cfg.scores.prototypes_per_class}):
+        detectors.update({f"combined{per_class}@{w:g}": Combined(w, cfg.scores.centroid_metric, per_class)
+                          for w in WEIGHT_GRID})
     result = {}
     for name, det in detectors.items():
         det.fit_features(train_feats, fold.train.labels.numpy())

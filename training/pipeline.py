@@ -49,7 +49,7 @@ def fit_scores(model: torch.nn.Module, cfg: Config, data: OpenSetData) -> Fitted
     detectors = build_detectors(cfg.scores)
     for det in detectors.values():
         det.fit_features(train_feats, data.train.labels.numpy())
-    module = ExportModule(model, detectors["combined"])
+    module = ExportModule(model, detectors["combined"], detectors["centroid"])
     val_scores = run_torch(module, data.val.images)["score"]
     return FittedScores(detectors, threshold_at_tpr(val_scores, cfg.scores.target_tpr), module)
 
@@ -134,7 +134,8 @@ def write_artifacts(
         atomic_write_json(stage / "report.json", report)
         atomic_write_bytes(stage / "report.md", render_report(report).encode())
     shown = {k: v for k, v in metadata["metrics"].items() if k.startswith(("known_acc", "auroc", "macro"))}
-    print(f"wrote {out}  (threshold {fitted.threshold:.4f}; " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()) + ")")
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
+    print(f"wrote {out}  (threshold {fitted.threshold:.4f}; {figures})")
     return out
 
 
