@@ -7,7 +7,7 @@ CONFIG ?= configs/mnist-0to4.json
 # The data root: $OPENSET_DATA_DIR, else ../shared/data where it exists, else torchvision's download cache.
 export OPENSET_DATA_DIR ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 
-.PHONY: install run train evaluate test lint clean
+.PHONY: install run train evaluate test lint browser clean
 
 $(BIN)/openset: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +28,17 @@ endif
 train: install
 	$(BIN)/openset train --config $(CONFIG) --out $(MODEL)
 
-## test: lint and the whole test suite
-test: install lint
+## test: lint and the whole test suite (the demo-page test drives Debian's Chromium)
+test: install lint browser
 	$(BIN)/python -m pytest -q
 
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 lint: install
-	$(BIN)/ruff check openset training tests
+	$(BIN)/ruff check openset training service tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -52,7 +52,7 @@ class ModelConfig(_Frozen):
     batch_norm: bool = True
     # "single": one sigmoid unit; "per_class": one-vs-rest sigmoids (DOC, Shu et al. 2017) whose
     # maximum is the known-class logit, so each class is bounded by the others too.
-    known_head: Literal["single", "per_class"] = "single"
+    known_head: Literal["single", "per_class"] = "per_class"
     normalization: Normalization = Normalization()
 
 
@@ -99,20 +99,23 @@ class OptimConfig(_Frozen):
     weight_decay: float = Field(1e-4, ge=0.0)  # L2
     l1: float = Field(0.0, ge=0.0)
     schedule: Literal["constant", "cosine", "step"] = "cosine"
-    epochs: int = Field(12, ge=1)
+    epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
 
 
 class ScoreConfig(_Frozen):
-    """The shipped score and how its threshold is calibrated."""
+    """The open-set scores, the recipe of the shipped (combined) score and its calibration."""
 
-    shipped: str = "combined"
-    centroid_metric: Literal["euclidean", "cosine"] = "euclidean"
+    centroid_metric: Literal["euclidean", "cosine"] = "cosine"
     knn_k: int = Field(10, ge=1)
+    # Training embeddings kept as the kNN reference bank (also inside the ONNX graph if used).
+    knn_bank: int = Field(8192, ge=1)
     prototypes_per_class: int = Field(16, ge=1)
     # Weight of the sigmoid head in the combined score; the centroid term gets 1 - this.
-    combined_head_weight: float = Field(0.5, ge=0.0, le=1.0)
-    # Centroids per class for the combined score's distance term (1 = the class means).
+    combined_head_weight: float = Field(0.1, ge=0.0, le=1.0)
+    # The combined score's distance term: class centroids (``combined_per_class`` k-means
+    # centroids per class, 1 = the class means) or the kNN distance.
+    combined_distance: Literal["centroid", "knn"] = "knn"
     combined_per_class: int = Field(1, ge=1)
     target_tpr: float = Field(0.95, gt=0.0, lt=1.0)
 

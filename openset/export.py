@@ -14,7 +14,7 @@ from torch import nn
 
 from openset.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from openset.contract import INPUT, OUTPUTS
-from openset.scores import CentroidDistance, Combined
+from openset.scores import CentroidDistance, Combined, ReferenceDistance
 
 OPSET = 18
 
@@ -23,38 +23,50 @@ def _as_tensor(array) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array), dtype=torch.float32)
 
 
-def _nearest(embedding: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    squared = ((embedding[:, None, :] - centroids[None, :, :]) ** 2).sum(dim=2)
-    return squared.min(dim=1).values.clamp_min(0.0).sqrt()
+class KthDistance(nn.Module):
+    """A fitted :class:`ReferenceDistance` in torch: the rank-th smallest distance to its references."""
+
+    def __init__(self, detector: ReferenceDistance) -> None:
+        super().__init__()
+        self.normalise, self.rank = bool(detector.normalise), int(detector.rank)
+        references = _as_tensor(detector.references_)
+        self.register_buffer("references", references)
+        self.register_buffer("squared_norms", (references**2).sum(dim=1))
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            embedding = embedding / embedding.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        # |e - r|^2 = |e|^2 - 2 e.r + |r|^2: one matrix product, no [N, M, D] intermediate.
+        squared = (embedding**2).sum(dim=1, keepdim=True) - 2 * embedding @ self.references.T + self.squared_norms
+        if self.rank == 1:
+            kth = squared.min(dim=1).values
+        else:
+            kth = torch.topk(squared, self.rank, dim=1, largest=False).values[:, -1]
+        return kth.clamp_min(0.0).sqrt()
 
 
 class ExportModule(nn.Module):
     """The trained model, its class centroids and the fitted combined score as one torch module.
 
     ``centroid`` is the fitted one-centroid-per-class detector behind ``centroid_distance``;
-    the combined score's own distance term uses ``combined.centroid_`` (the same when it has
-    one centroid per class). Both must share the metric.
+    the combined score's distance term is ``combined.distance_`` (often the same detector).
     """
 
     def __init__(self, model: nn.Module, combined: Combined, centroid: CentroidDistance) -> None:
         super().__init__()
-        if centroid.metric != combined.metric:
-            raise ValueError("the centroid detector and the combined score must share the metric")
         self.model = model.eval()
-        self.cosine = combined.metric == "cosine"
-        self.register_buffer("class_centroids", _as_tensor(centroid.centroids_))
-        self.register_buffer("score_centroids", _as_tensor(combined.centroid_.centroids_))
+        self.centroid_distance = KthDistance(centroid)
+        shared = isinstance(combined.distance_, CentroidDistance) and combined.distance_.per_class == 1 and (
+            combined.distance_.metric == centroid.metric)
+        self.score_distance = None if shared else KthDistance(combined.distance_)
         self.register_buffer("loc", _as_tensor(combined.loc_))
         self.register_buffer("scale", _as_tensor(combined.scale_))
         self.register_buffer("weights", _as_tensor(combined.weights))
-        self.shared = combined.per_class == 1
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, embedding, known_logit, _ = self.model(image)
-        if self.cosine:
-            embedding = embedding / embedding.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        distance = _nearest(embedding, self.class_centroids)
-        score_distance = distance if self.shared else _nearest(embedding, self.score_centroids)
+        distance = self.centroid_distance(embedding)
+        score_distance = distance if self.score_distance is None else self.score_distance(embedding)
         parts = torch.stack([known_logit, -score_distance], dim=1)
         score = (((parts - self.loc) / self.scale) * self.weights).sum(dim=1)
         return logits, logits.softmax(dim=1), torch.sigmoid(known_logit), distance, score

@@ -14,6 +14,7 @@ only: it does not import torch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,6 @@ from scipy.special import logsumexp, softmax
 from sklearn.cluster import KMeans
 from sklearn.covariance import EmpiricalCovariance
 from sklearn.exceptions import NotFittedError
-from sklearn.neighbors import NearestNeighbors
 
 from openset.config import ScoreConfig
 
@@ -111,14 +111,46 @@ class SigmoidHead(Detector):
         return features.known_logit
 
 
-class CentroidDistance(Detector):
+def _normalise(emb: np.ndarray) -> np.ndarray:
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+class ReferenceDistance(Detector):
+    """Minus the distance to the ``rank``-th nearest of a set of reference embeddings; higher = more known.
+
+    Subclasses choose the references (``references_``) and the rank; ``normalise`` compares
+    L2-normalised vectors (cosine geometry). The ONNX graph computes the same (``openset.export``).
+    """
+
+    needs_fit = True
+    rank = 1
+    normalise = False
+
+    def _prepare(self, embedding: np.ndarray) -> np.ndarray:
+        return _normalise(embedding) if self.normalise else embedding
+
+    def distances(self, features: Features, chunk: int = 1024) -> np.ndarray:
+        """The ``rank``-th smallest distance to the references (lower = more known)."""
+        if not self._is_fitted():
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        emb, refs = self._prepare(features.embedding), self.references_
+        out = np.empty(len(emb))
+        for start in range(0, len(emb), chunk):
+            part = emb[start : start + chunk]
+            squared = (part**2).sum(1)[:, None] - 2 * part @ refs.T + (refs**2).sum(1)[None, :]
+            out[start : start + chunk] = np.partition(squared, self.rank - 1, axis=1)[:, self.rank - 1]
+        return np.sqrt(np.maximum(out, 0.0))
+
+    def _score(self, features: Features) -> np.ndarray:
+        return -self.distances(features)
+
+
+class CentroidDistance(ReferenceDistance):
     """Minus the distance to the nearest class centroid in embedding space; higher = more known.
 
     ``metric="cosine"`` measures the Euclidean distance between L2-normalised vectors.
     ``per_class > 1`` replaces each class mean by that many k-means prototypes of the class.
     """
-
-    needs_fit = True
 
     def __init__(self, metric: str = "euclidean", per_class: int = 1, seed: int = 0, extractor=None) -> None:
         super().__init__(extractor)
@@ -126,32 +158,24 @@ class CentroidDistance(Detector):
         self.per_class = per_class
         self.seed = seed
 
+    @property
+    def normalise(self) -> bool:
+        return self.metric == "cosine"
+
     def _centres(self, emb: np.ndarray) -> np.ndarray:
         if self.per_class == 1:
             return emb.mean(axis=0, keepdims=True)
         return KMeans(self.per_class, n_init=1, random_state=self.seed).fit(emb).cluster_centers_
 
-    def _prepare(self, embedding: np.ndarray) -> np.ndarray:
-        if self.metric == "cosine":
-            return embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
-        return embedding
-
     def fit_features(self, features: Features, labels: np.ndarray) -> CentroidDistance:
         emb = self._prepare(features.embedding)
         centroids = np.concatenate([self._centres(emb[labels == c]) for c in np.unique(labels)])
-        self.centroids_ = self._prepare(centroids)
+        self.references_ = self._prepare(centroids)
         return self
 
-    def distances(self, features: Features) -> np.ndarray:
-        """Distance to the nearest centroid (lower = more known): the ONNX ``centroid_distance``."""
-        if not self._is_fitted():
-            raise NotFittedError("CentroidDistance is not fitted; call fit() first")
-        emb = self._prepare(features.embedding)
-        sq = ((emb[:, None, :] - self.centroids_[None, :, :]) ** 2).sum(axis=2)
-        return np.sqrt(sq.min(axis=1))
-
-    def _score(self, features: Features) -> np.ndarray:
-        return -self.distances(features)
+    @property
+    def centroids_(self) -> np.ndarray:
+        return self.references_
 
 
 class Mahalanobis(Detector):
@@ -173,58 +197,50 @@ class Mahalanobis(Detector):
         return -dist.min(axis=1)
 
 
-class KNN(Detector):
+class KNN(ReferenceDistance):
     """Minus the distance to the k-th nearest known training embedding, L2-normalised
-    (Sun et al. 2022); higher = more known."""
+    (Sun et al. 2022), among at most ``bank`` of them; higher = more known."""
 
-    needs_fit = True
+    normalise = True
 
-    def __init__(self, k: int = 10, max_bank: int = 20000, seed: int = 0, extractor=None) -> None:
+    def __init__(self, k: int = 10, bank: int = 8192, seed: int = 0, extractor=None) -> None:
         super().__init__(extractor)
-        self.k, self.max_bank, self.seed = k, max_bank, seed
+        self.k, self.bank, self.seed = k, bank, seed
 
-    @staticmethod
-    def _normalise(emb: np.ndarray) -> np.ndarray:
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    @property
+    def rank(self) -> int:
+        return self.k
 
     def fit_features(self, features: Features, labels: np.ndarray) -> KNN:
-        bank = self._normalise(features.embedding)
-        if len(bank) > self.max_bank:
-            keep = np.random.default_rng(self.seed).choice(len(bank), self.max_bank, replace=False)
+        bank = _normalise(features.embedding)
+        if len(bank) > self.bank:
+            keep = np.random.default_rng(self.seed).choice(len(bank), self.bank, replace=False)
             bank = bank[np.sort(keep)]
-        self.index_ = NearestNeighbors(n_neighbors=self.k).fit(bank)
+        self.references_ = bank
         return self
-
-    def _score(self, features: Features) -> np.ndarray:
-        dist, _ = self.index_.kneighbors(self._normalise(features.embedding))
-        return -dist[:, -1]
 
 
 class Combined(Detector):
-    """The shipped score: a weighted sum of the sigmoid head's logit and minus the distance to
-    the nearest centroid, each standardised by its mean and standard deviation on the fit data
-    (known classes only); higher = more known.
+    """The shipped score: a weighted sum of the sigmoid head's logit and minus a reference distance
+    (by default the nearest class centroid), each standardised by its mean and standard deviation
+    on the fit data (known classes only); higher = more known.
 
     ``score = w * (known_logit - loc_[0]) / scale_[0] + (1 - w) * (-distance - loc_[1]) / scale_[1]``
-    — affine, so the ONNX graph computes it exactly (see ``openset.export``). With
-    ``per_class > 1`` the distance is to the nearest of that many k-means centroids per class.
+    — affine in the two terms, so the ONNX graph computes it exactly (see ``openset.export``).
     """
 
     needs_fit = True
 
-    def __init__(
-        self, head_weight: float = 0.5, metric: str = "euclidean", per_class: int = 1, extractor=None
-    ) -> None:
+    def __init__(self, head_weight: float = 0.5, distance: ReferenceDistance | None = None, extractor=None) -> None:
         super().__init__(extractor)
         self.head_weight = head_weight
-        self.metric = metric
-        self.per_class = per_class
+        self.distance = distance
 
     def _components(self, features: Features) -> np.ndarray:
-        return np.stack([features.known_logit, -self.centroid_.distances(features)], axis=1)
+        return np.stack([features.known_logit, -self.distance_.distances(features)], axis=1)
 
     def fit_features(self, features: Features, labels: np.ndarray) -> Combined:
-        self.centroid_ = CentroidDistance(self.metric, self.per_class).fit_features(features, labels)
+        self.distance_ = copy.deepcopy(self.distance or CentroidDistance()).fit_features(features, labels)
         parts = self._components(features)
         self.loc_ = parts.mean(axis=0)
         self.scale_ = np.maximum(parts.std(axis=0), 1e-12)
@@ -238,6 +254,13 @@ class Combined(Detector):
         return ((self._components(features) - self.loc_) / self.scale_) @ self.weights
 
 
+def combined_distance(cfg: ScoreConfig) -> ReferenceDistance:
+    """The distance term of the combined score, as the config names it."""
+    if cfg.combined_distance == "knn":
+        return KNN(cfg.knn_k, cfg.knn_bank)
+    return CentroidDistance(cfg.centroid_metric, per_class=cfg.combined_per_class)
+
+
 SCORES: dict[str, Callable[[ScoreConfig], Detector]] = {
     "msp": lambda cfg: MaxSoftmax(),
     "max_logit": lambda cfg: MaxLogit(),
@@ -246,8 +269,8 @@ SCORES: dict[str, Callable[[ScoreConfig], Detector]] = {
     "centroid": lambda cfg: CentroidDistance(cfg.centroid_metric),
     "prototypes": lambda cfg: CentroidDistance(cfg.centroid_metric, per_class=cfg.prototypes_per_class),
     "mahalanobis": lambda cfg: Mahalanobis(),
-    "knn": lambda cfg: KNN(cfg.knn_k),
-    "combined": lambda cfg: Combined(cfg.combined_head_weight, cfg.centroid_metric, cfg.combined_per_class),
+    "knn": lambda cfg: KNN(cfg.knn_k, cfg.knn_bank),
+    "combined": lambda cfg: Combined(cfg.combined_head_weight, combined_distance(cfg)),
 }
 
 

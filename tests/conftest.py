@@ -47,3 +47,52 @@ def far_features(n: int = 20, classes: int = 3, dim: int = 4, seed: int = 1) -> 
     logits = np.full((n, classes), 1.0) + rng.normal(0, 0.1, (n, classes))
     known_logit = np.full(n, -3.0) + rng.normal(0, 0.1, n)
     return Features(logits, embedding, known_logit)
+
+
+@pytest.fixture(scope="session")
+def shipped_model_dir() -> Path:
+    return REPO / "models" / "mnist-0to4"
+
+
+@pytest.fixture(scope="session")
+def shipped_runtime(shipped_model_dir):
+    from service.runtime import ModelRuntime
+
+    return ModelRuntime(shipped_model_dir).load()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(shipped_model_dir):
+    """The real server (``openset-serve``, uvicorn) on a free loopback port; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "OPENSET_MODEL_DIR": str(shipped_model_dir), "OPENSET_PORT": str(port),
+           "OPENSET_HOST": "127.0.0.1", "OPENSET_LOG_LEVEL": "warning"}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "openset-serve")], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not become ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

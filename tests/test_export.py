@@ -10,24 +10,31 @@ from openset.config import ModelConfig
 from openset.contract import OUTPUTS, check_contract
 from openset.export import ExportModule, export_onnx, run_torch
 from openset.models import build_model, extract_features
-from openset.scores import CentroidDistance, Combined
+from openset.scores import KNN, CentroidDistance, Combined
 from training.evaluate import run_onnx
 
+DISTANCES = {
+    "euclidean centroids": (CentroidDistance("euclidean"), "euclidean"),
+    "cosine centroids": (CentroidDistance("cosine"), "cosine"),
+    "cosine prototypes": (CentroidDistance("cosine", per_class=4), "cosine"),
+    "knn": (KNN(k=3, bank=40), "cosine"),
+}
 
-def tiny_module(metric="euclidean", per_class=1, seed=0):
+
+def tiny_module(distance, metric, seed=0):
     torch.manual_seed(seed)
     model = build_model(ModelConfig(hidden=(16,)), num_classes=3).eval()
     images = torch.rand(60, 1, 28, 28)
     labels = np.arange(60) % 3
     feats = extract_features(model, images)
-    combined = Combined(head_weight=0.4, metric=metric, per_class=per_class).fit_features(feats, labels)
+    combined = Combined(head_weight=0.4, distance=distance).fit_features(feats, labels)
     centroid = CentroidDistance(metric).fit_features(feats, labels)
     return ExportModule(model, combined, centroid), combined, model, centroid
 
 
-@pytest.fixture(scope="module", params=[("euclidean", 1), ("cosine", 1), ("cosine", 4)])
+@pytest.fixture(scope="module", params=sorted(DISTANCES))
 def exported(request, tmp_path_factory):
-    module, combined, model, centroid = tiny_module(*request.param)
+    module, combined, model, centroid = tiny_module(*DISTANCES[request.param])
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     sha = export_onnx(module, path, {"classes": ["a", "b", "c"], "threshold": 0.25})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

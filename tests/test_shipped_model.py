@@ -15,6 +15,7 @@ from openset.config import Config
 from openset.contract import OUTPUTS, check_contract
 from openset.data import open_set_data
 from openset.export import ExportModule, run_torch
+from openset.metrics import auroc
 from openset.models import extract_features
 from openset.scores import build_detectors
 from training.evaluate import headline, run_onnx, shipped_metrics, unknown_sets
@@ -52,13 +53,20 @@ def test_metadata_matches_the_file_and_the_graph(meta, session):
     assert meta["config"]["negatives"]["source"] != "supervised"
 
 
-def test_onnx_and_torch_agree_on_the_whole_test_set(meta, session, data):
+@pytest.fixture(scope="module")
+def fitted(meta, data):
+    """The checkpoint with every score refitted on the known training digits."""
     cfg, model, _ = load_checkpoint(MODEL / "checkpoint.pt")
     assert cfg.to_dict() == meta["config"]
-    detectors = build_detectors(cfg.scores, ["combined", "centroid"])
+    detectors = build_detectors(cfg.scores)
     train_feats = extract_features(model, data.train.images)
     for det in detectors.values():
         det.fit_features(train_feats, data.train.labels.numpy())
+    return model, detectors
+
+
+def test_onnx_and_torch_agree_on_the_whole_test_set(meta, session, data, fitted):
+    model, detectors = fitted
     module = ExportModule(model, detectors["combined"], detectors["centroid"])
     images = torch.cat([data.test_known.images, data.test_unknown.images])
     ours, theirs = run_torch(module, images), run_onnx(session, images.numpy())
@@ -67,6 +75,13 @@ def test_onnx_and_torch_agree_on_the_whole_test_set(meta, session, data):
     threshold = meta["threshold"]
     assert np.array_equal(decide(ours["probs"], ours["score"], threshold),
                           decide(theirs["probs"], theirs["score"], threshold))
+
+
+def test_combined_score_is_at_least_the_best_single_score(data, fitted):
+    model, detectors = fitted
+    known, unknown = extract_features(model, data.test_known.images), extract_features(model, data.test_unknown.images)
+    aurocs = {name: auroc(det.score_features(known), det.score_features(unknown)) for name, det in detectors.items()}
+    assert aurocs["combined"] >= max(v for k, v in aurocs.items() if k != "combined")
 
 
 def test_threshold_accepts_the_target_share_of_known_validation_digits(meta, session, data):
@@ -81,6 +96,11 @@ def test_acceptance_figures_re_measured(meta, session, data, data_dir):
     figures = headline(shipped_metrics(known, data.test_known.labels.numpy(), unknowns, meta["threshold"],
                                        meta["classes"]))
     assert figures == pytest.approx(meta["metrics"], abs=1e-6)
+    # The issue's acceptance floors, re-measured on the artefact itself.
     assert figures["known_accuracy"] >= 0.995
+    assert figures["auroc_mnist_5_6_7_8_9"] >= 0.98
     assert figures["auroc_fashion_mnist"] >= 0.99
     assert figures["auroc_uniform_noise"] >= 0.999
+    # The issue asks 0.95 here; the shipped model reaches 0.93 (see the README). A floor against regressions:
+    assert figures["macro_f1_open_set"] >= 0.92
+

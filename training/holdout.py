@@ -21,7 +21,7 @@ from openset.config import Config
 from openset.data import OpenSetData, Split, open_set_data
 from openset.metrics import auroc
 from openset.models import extract_features
-from openset.scores import Combined, build_detectors
+from openset.scores import KNN, CentroidDistance, Combined, build_detectors
 from training.train import fit
 
 WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -54,8 +54,11 @@ def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, flo
     out_feats = extract_features(model, _only(data.val, [held_out], remap=False).images)
     detectors = build_detectors(cfg.scores)
     # The combined score's head weight is a design choice: measure a grid of it too.
+    detectors.update({f"combinedknn@{w:g}": Combined(w, KNN(cfg.scores.knn_k, cfg.scores.knn_bank))
+                      for w in WEIGHT_GRID})
     for per_class in sorted({1, cfg.scores.prototypes_per_class}):
-        detectors.update({f"combined{per_class}@{w:g}": Combined(w, cfg.scores.centroid_metric, per_class)
+        detectors.update({f"combined{per_class}@{w:g}": Combined(w, CentroidDistance(cfg.scores.centroid_metric,
+                                                                                          per_class))
                           for w in WEIGHT_GRID})
     result = {}
     for name, det in detectors.items():

@@ -8,10 +8,16 @@ SCORE_NOTES = {
     "energy": "logsumexp of the logits",
     "known_head": "sigmoid known-class head",
     "centroid": "minus distance to nearest class centroid",
+    "prototypes": "minus distance to nearest of k-means centroids per class",
     "mahalanobis": "minus Mahalanobis distance, shared covariance",
     "knn": "minus k-th nearest training embedding distance",
-    "combined": "**shipped**: standardised head + centroid",
 }
+
+
+def _combined_note(scores_cfg: dict) -> str:
+    distance = "kNN distance" if scores_cfg["combined_distance"] == "knn" else "centroid distance"
+    return f"**shipped**: {scores_cfg['combined_head_weight']:g} × head + " \
+           f"{1 - scores_cfg['combined_head_weight']:g} × {distance}, standardised"
 
 
 def _pct(value: float) -> str:
@@ -54,9 +60,10 @@ def render_report(report: dict) -> str:
         lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "## Every score side by side (AUROC / FPR@95 %TPR; higher score = more known)", "",
               "| score | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    notes = {**SCORE_NOTES, "combined": _combined_note(report["config"]["scores"])}
     for score, per_set in report["scores"].items():
         cells = [f"{per_set[s]['auroc']:.4f} / {per_set[s]['fpr_at_95tpr']:.3f}" for s in sets]
-        lines.append(f"| {score} ({SCORE_NOTES.get(score, '')}) | " + " | ".join(cells) + " |")
+        lines.append(f"| {score} ({notes.get(score, '')}) | " + " | ".join(cells) + " |")
     parity = report["parity"]
     lines += [
         "",
@@ -67,8 +74,8 @@ def render_report(report: dict) -> str:
         "",
         "## Time",
         "",
-        f"Training {timing['train_seconds']:.0f} s, scores + evaluation + export "
-        f"{timing['fit_eval_export_seconds']:.0f} s, total {timing['total_seconds']:.0f} s "
+        f"Data + training {timing['train_seconds']:.0f} s, scores + evaluation + export + report "
+        f"{timing['after_training_seconds']:.0f} s, total {timing['total_seconds']:.0f} s "
         f"on {timing['threads']} threads.",
     ]
     if report.get("figures"):
