@@ -1,0 +1,1 @@
+"""The openset inference service: FastAPI + ONNX Runtime, no torch."""

@@ -1,0 +1,57 @@
+"""Every error the service answers, mapped to an HTTP status in one place. Bodies are ``{"error": "..."}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.preprocess import InputError
+
+log = logging.getLogger("openset.service")
+
+
+class ServiceError(Exception):
+    """An error with its HTTP status: 401 auth, 404 unknown model, 413 too large, 503 not ready, …"""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_response(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    parts = []
+    for item in err.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+    return "invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InputError)
+    async def _input(request: Request, err: InputError) -> JSONResponse:
+        return error_response(str(err), err.status)
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, err: ServiceError) -> JSONResponse:
+        return error_response(str(err), err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return error_response(str(err.detail), err.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return error_response(_validation_message(err), 422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response("internal error", 500)

@@ -1,0 +1,57 @@
+"""Request guards: the body-size limit (ASGI middleware) and the optional API key (a dependency)."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from service.errors import ServiceError, error_response
+
+
+class BodyLimitMiddleware:
+    """Answers 413 when a body exceeds ``max_bytes``: at once from Content-Length, else while streaming."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await error_response(f"request body exceeds {self.max_bytes} bytes", 413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise ServiceError(f"request body exceeds {self.max_bytes} bytes", 413)
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def api_key_dependency(expected: str | None):
+    """A dependency that checks ``X-API-Key`` (or ``Authorization: Bearer``) in constant time."""
+    expected_bytes = expected.encode() if expected else None
+
+    async def require_api_key(request: Request) -> None:
+        if expected_bytes is None:
+            return
+        given = request.headers.get("x-api-key")
+        if given is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            given = token if scheme.lower() == "bearer" else None
+        if given is None:
+            raise ServiceError("missing API key (send X-API-Key)", 401)
+        if not hmac.compare_digest(given.encode(), expected_bytes):
+            raise ServiceError("wrong API key", 401)
+
+    return require_api_key

@@ -1,0 +1,72 @@
+"""Builds the FastAPI app: settings, the model runtime (loaded in the lifespan), routes, errors, metrics.
+
+Run: ``openset-serve`` (or ``uvicorn service.main:create_app --factory``). A model that is missing,
+corrupt or breaks the contract stops the server at start-up with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+import openset
+from service.errors import install_error_handlers
+from service.guards import BodyLimitMiddleware, api_key_dependency
+from service.observability import AccessMiddleware, Metrics, configure_logging
+from service.routes import ops, predict, v2
+from service.runtime import ModelLoadError, ModelRuntime
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("openset.service")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runtime = ModelRuntime(settings.model_dir, settings.onnx_threads).load()
+        app.state.runtime = runtime
+        metrics.model_info.labels(runtime.name, runtime.version, runtime.meta["onnx_sha256"],
+                                  str(runtime.threshold)).set(1)
+        log.info('{"event": "model_loaded", "name": "%s", "version": "%s"}', runtime.name, runtime.version)
+        yield
+
+    app = FastAPI(title="openset", version=openset.__version__, lifespan=lifespan,
+                  description="A digit classifier that answers 0-4, or 'other' for anything else.")
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runtime = ModelRuntime(settings.model_dir)  # not ready until the lifespan loads it
+    secured = [Depends(api_key_dependency(settings.api_key.get_secret_value() if settings.api_key else None))]
+    app.include_router(predict.router, dependencies=secured)
+    app.include_router(v2.health)
+    app.include_router(v2.models, dependencies=secured)
+    app.include_router(ops.router)
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessMiddleware, metrics=metrics)
+    return app
+
+
+def serve() -> None:
+    """Console script ``openset-serve``: validate the model first, then run uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    try:
+        ModelRuntime(settings.model_dir).load()
+    except ModelLoadError as err:
+        print(f"openset-serve: cannot start: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    uvicorn.run("service.main:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_level=settings.log_level, access_log=False,
+                timeout_keep_alive=30)

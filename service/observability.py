@@ -1,0 +1,86 @@
+"""Prometheus metrics, JSON access logs and request ids: one ASGI middleware and one registry per app."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+access_log = logging.getLogger("openset.access")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("openset_requests_total", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("openset_request_duration_seconds", "Request latency by route",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.predictions = Counter("openset_predictions_total",
+                                   "Decisions by label; the share of 'other' is the drift signal",
+                                   ["label"], registry=self.registry)
+        self.batch_size = Histogram("openset_batch_size", "Images per model call",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
+        self.model_info = Gauge("openset_model_info", "The served model (value 1)",
+                                ["name", "version", "sha256", "threshold"], registry=self.registry)
+
+    def observe_predictions(self, labels: list[str]) -> None:
+        self.batch_size.observe(len(labels))
+        for label in labels:
+            self.predictions.labels(label).inc()
+
+
+class AccessMiddleware:
+    """Times every request, counts it by route template, logs one JSON line, sets ``X-Request-ID``."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(json.dumps({
+                    "ts": time.time(), "request_id": request_id, "method": scope["method"],
+                    "path": scope["path"], "route": route, "status": status,
+                    "ms": round(elapsed * 1000, 3),
+                    "client": (scope.get("client") or ["-"])[0],
+                }))
+
+
+def configure_logging(level: str) -> None:
+    """Plain message lines on stderr: access lines are JSON already."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("openset.access", "openset.service"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False

@@ -1,0 +1,248 @@
+"""The Open Inference Protocol v2 (KServe / Triton / MLServer), with Triton's binary tensor extension.
+
+Bodies are parsed by hand: tritonclient sends JSON without a Content-Type, and binary requests
+are a JSON header followed by raw tensors (``Inference-Header-Content-Length``).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+import openset
+from openset.contract import INPUT, OUTPUTS
+from service.errors import ServiceError
+from service.runtime import ModelRuntime
+
+HEADER_LENGTH = "inference-header-content-length"
+LABEL = "label"
+DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+
+
+def get_runtime(request: Request, name: str) -> ModelRuntime:
+    runtime: ModelRuntime = request.app.state.runtime
+    if name != runtime.name:
+        raise ServiceError(f"unknown model {name!r}; this server serves {runtime.name!r}", 404)
+    return runtime
+
+
+def _check_version(runtime: ModelRuntime, version: str | None) -> None:
+    if version is not None and version != runtime.version:
+        raise ServiceError(f"model {runtime.name!r} has no version {version!r} (serving {runtime.version!r})", 404)
+
+
+def tensor_metadata(runtime: ModelRuntime) -> dict[str, list[dict]]:
+    k = len(runtime.classes)
+    shapes = {"logits": [-1, k], "probs": [-1, k], "known_prob": [-1], "centroid_distance": [-1], "score": [-1]}
+    outputs = [{"name": name, "datatype": "FP32", "shape": shapes[name]} for name in OUTPUTS]
+    return {
+        "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
+        "outputs": [*outputs, {"name": LABEL, "datatype": "BYTES", "shape": [-1]}],
+    }
+
+
+health = APIRouter(prefix="/v2", tags=["v2"])
+models = APIRouter(prefix="/v2/models", tags=["v2"])
+
+
+@health.get("/health/live", summary="Liveness")
+async def live() -> dict:
+    return {"live": True}
+
+
+@health.get("/health/ready", summary="Readiness: the model is loaded")
+async def ready(request: Request) -> dict:
+    if not request.app.state.runtime.ready:
+        raise ServiceError("model not loaded", 503)
+    return {"ready": True}
+
+
+@health.get("", summary="Server metadata")
+async def server_metadata() -> dict:
+    return {"name": "openset", "version": openset.__version__, "extensions": ["binary_tensor_data"]}
+
+
+def _model_metadata(runtime: ModelRuntime) -> dict:
+    return {"name": runtime.name, "versions": [runtime.version], "platform": "onnxruntime_onnx",
+            **tensor_metadata(runtime),
+            "parameters": {"classes": runtime.classes, "unknown_label": runtime.unknown_label,
+                           "threshold": runtime.threshold, "rule": runtime.meta.get("rule", "")}}
+
+
+@models.get("/{name}", summary="Model metadata")
+async def model_metadata(runtime: ModelRuntime = Depends(get_runtime)) -> dict:
+    return _model_metadata(runtime)
+
+
+@models.get("/{name}/versions/{version}", summary="Model metadata (one version)")
+async def model_version_metadata(version: str, runtime: ModelRuntime = Depends(get_runtime)) -> dict:
+    _check_version(runtime, version)
+    return _model_metadata(runtime)
+
+
+@models.get("/{name}/ready", summary="Model readiness")
+async def model_ready(runtime: ModelRuntime = Depends(get_runtime)) -> dict:
+    return {"name": runtime.name, "ready": runtime.ready}
+
+
+@models.get("/{name}/versions/{version}/ready", summary="Model readiness (one version)")
+async def model_version_ready(version: str, runtime: ModelRuntime = Depends(get_runtime)) -> dict:
+    _check_version(runtime, version)
+    return {"name": runtime.name, "ready": runtime.ready}
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise ServiceError(f"unsupported Content-Encoding {encoding!r}", 415)
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise ServiceError(f"corrupt {encoding} body: {err}", 400) from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ServiceError(f"decompressed body exceeds {limit} bytes", 413)
+    return out
+
+
+def parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise ServiceError(f"bad {HEADER_LENGTH} header {header_length!r}", 400)
+        head, binary = body[: int(header_length)], body[int(header_length) :]
+    else:
+        head, binary = body, b""
+    try:
+        payload = json.loads(head)
+    except (ValueError, RecursionError):
+        raise ServiceError("request body is not valid JSON", 400) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise ServiceError("request must be a JSON object with an 'inputs' list", 400)
+    return payload, binary
+
+
+def read_input(payload: dict, binary: bytes, max_batch: int) -> np.ndarray:
+    """The one input tensor as float32 ``[N, 1, 28, 28]`` in [0, 1]."""
+    inputs = payload["inputs"]
+    if len(inputs) != 1 or not isinstance(inputs[0], dict) or inputs[0].get("name") != INPUT:
+        raise ServiceError(f"expected exactly one input named {INPUT!r}", 400)
+    tensor = inputs[0]
+    datatype, shape = tensor.get("datatype"), tensor.get("shape")
+    if datatype not in DTYPES:
+        raise ServiceError(f"input datatype must be FP32 or UINT8, got {datatype!r}", 400)
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            and len(shape) in (3, 4) and shape[-2:] == [28, 28] and (len(shape) == 3 or shape[1] == 1)
+            and shape[0] >= 1):
+        raise ServiceError(f"input shape must be [N, 1, 28, 28] or [N, 28, 28], got {shape!r}", 400)
+    if shape[0] > max_batch:
+        raise ServiceError(f"batch of {shape[0]} exceeds the limit of {max_batch}", 413)
+    count, dtype = int(np.prod(shape)), DTYPES[datatype]
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if size != count * dtype.itemsize or len(binary) != size:
+            raise ServiceError(f"binary_data_size {size!r} does not match shape {shape} and the body", 400)
+        array = np.frombuffer(binary, dtype=dtype)
+    else:
+        try:
+            array = np.asarray(tensor.get("data"), dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ServiceError("input 'data' must be a list of numbers", 400) from None
+        if array.size != count:
+            raise ServiceError(f"input has {array.size} values, shape {shape} needs {count}", 400)
+        if datatype == "UINT8" and (np.any(array < 0) or np.any(array > 255) or np.any(array % 1)):
+            raise ServiceError("UINT8 data must be integers in 0..255", 400)
+    images = array.astype(np.float32).reshape(shape[0], 1, 28, 28)
+    if datatype == "UINT8":
+        images = images / np.float32(255.0)
+    elif not np.all(np.isfinite(images)):
+        raise ServiceError("input contains NaN or infinity", 400)
+    return images
+
+
+def requested_outputs(payload: dict, names: list[str]) -> list[tuple[str, bool]]:
+    """(name, binary) for each requested output; every output when none are named."""
+    default_binary = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    wanted = payload.get("outputs")
+    if wanted is None:
+        return [(name, default_binary) for name in names]
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise ServiceError("'outputs' must be a list of objects", 400)
+    result = []
+    for item in wanted:
+        if item.get("name") not in names:
+            raise ServiceError(f"unknown output {item.get('name')!r}; outputs are {names}", 400)
+        result.append((item["name"], bool((item.get("parameters") or {}).get("binary_data", default_binary))))
+    return result
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    return b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+
+
+def build_response(runtime: ModelRuntime, payload: dict, values: dict[str, Any], wanted) -> Response:
+    outputs, blobs = [], []
+    for name, binary in wanted:
+        value = values[name]
+        if name == LABEL:
+            entry = {"name": name, "datatype": "BYTES", "shape": [len(value)]}
+            raw = _bytes_tensor(value) if binary else None
+            data = value
+        else:
+            entry = {"name": name, "datatype": "FP32", "shape": list(value.shape)}
+            raw = np.ascontiguousarray(value, dtype="<f4").tobytes() if binary else None
+            data = value.reshape(-1).tolist()
+        if binary:
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = data
+        outputs.append(entry)
+    body = {"model_name": runtime.name, "model_version": runtime.version, "outputs": outputs}
+    if "id" in payload:
+        body["id"] = payload["id"]
+    head = json.dumps(body, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(head, media_type="application/json")
+    return Response(head + b"".join(blobs), media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(head))})
+
+
+async def _infer(request: Request, runtime: ModelRuntime) -> Response:
+    settings = request.app.state.settings
+    body = _decompress(await request.body(), request.headers.get("content-encoding", "").lower(),
+                       settings.max_body_bytes)
+    payload, binary = parse_request(body, request.headers.get(HEADER_LENGTH))
+    images = read_input(payload, binary, settings.max_batch)
+    names = [*OUTPUTS, LABEL]
+    wanted = requested_outputs(payload, names)
+    values: dict[str, Any] = runtime.run(images)
+    values[LABEL] = runtime.labels(values["probs"], values["score"])
+    request.app.state.metrics.observe_predictions(values[LABEL])
+    return build_response(runtime, payload, values, wanted)
+
+
+INFER_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["inputs"],
+    "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
+                   "inputs": {"type": "array", "items": {"type": "object"}},
+                   "outputs": {"type": "array", "items": {"type": "object"}}}}}}}}
+
+
+@models.post("/{name}/infer", summary="Inference (JSON or binary tensors)", openapi_extra=INFER_DOC,
+             response_class=JSONResponse)
+async def infer(request: Request, runtime: ModelRuntime = Depends(get_runtime)) -> Response:
+    return await _infer(request, runtime)
+
+
+@models.post("/{name}/versions/{version}/infer", summary="Inference (one version)", openapi_extra=INFER_DOC,
+             response_class=JSONResponse)
+async def infer_version(request: Request, version: str, runtime: ModelRuntime = Depends(get_runtime)) -> Response:
+    _check_version(runtime, version)
+    return await _infer(request, runtime)

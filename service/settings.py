@@ -1,0 +1,47 @@
+"""Service settings from the environment (prefix ``OPENSET_``), read once through :func:`get_settings`.
+
+Nothing about the model is configured here: classes, threshold, normalisation and the score
+recipe all come from the model directory's ``model.json``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "mnist-0to4"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENSET_", extra="ignore")
+
+    model_dir: Path = DEFAULT_MODEL_DIR
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(256, ge=1)
+    # Images with more pixels than this are refused before decoding (decompression bombs).
+    max_image_pixels: int = Field(40_000_000, ge=784)
+    api_key: SecretStr | None = None
+    # Comma-separated in the environment; empty = CORS closed.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    log_level: str = "info"
+    # ONNX Runtime threads per session (0 = its default, all cores).
+    onnx_threads: int = Field(1, ge=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,76 @@
+"""Model loading: a missing, corrupt or contract-breaking model refuses to load with one line."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from openset.artifacts import sha256_file
+from service.runtime import ModelLoadError, ModelRuntime
+
+
+@pytest.fixture
+def model_copy(tmp_path, shipped_model_dir):
+    target = tmp_path / "model"
+    target.mkdir()
+    for name in ("model.onnx", "model.json"):
+        shutil.copy(shipped_model_dir / name, target / name)
+    return target
+
+
+def test_loads_and_reads_everything_from_metadata(shipped_model_dir):
+    runtime = ModelRuntime(shipped_model_dir).load()
+    meta = json.loads((shipped_model_dir / "model.json").read_text())
+    assert runtime.ready
+    assert runtime.classes == meta["classes"] and runtime.threshold == meta["threshold"]
+    assert runtime.unknown_label == meta["unknown_label"]
+    predictions = runtime.predict(np.zeros((3, 1, 28, 28), np.float32))
+    assert len(predictions) == 3 and all(p.threshold == meta["threshold"] for p in predictions)
+    # decision = score >= threshold, then argmax
+    for p in predictions:
+        assert p.known == (p.score >= p.threshold)
+        assert p.label == (max(p.probs, key=p.probs.get) if p.known else "other")
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(ModelLoadError, match="missing"):
+        ModelRuntime(tmp_path / "nothing").load()
+
+
+def test_corrupt_onnx_fails_the_checksum(model_copy):
+    with open(model_copy / "model.onnx", "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\xff\xff\xff\xff")
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        ModelRuntime(model_copy).load()
+
+
+def test_unreadable_metadata(model_copy):
+    (model_copy / "model.json").write_text("{broken")
+    with pytest.raises(ModelLoadError, match="metadata"):
+        ModelRuntime(model_copy).load()
+
+
+def test_contract_breaking_graph_is_refused(model_copy):
+    proto = onnx.load(str(model_copy / "model.onnx"))
+    del proto.graph.output[-1]  # drop 'score'
+    onnx.save(proto, str(model_copy / "model.onnx"))
+    meta = json.loads((model_copy / "model.json").read_text())
+    meta["onnx_sha256"] = sha256_file(model_copy / "model.onnx")
+    (model_copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="score"):
+        ModelRuntime(model_copy).load()
+
+
+def test_server_refuses_to_start_with_one_line(tmp_path):
+    exe = Path(sys.executable).parent / "openset-serve"
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60,
+                            env={"OPENSET_MODEL_DIR": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("openset-serve: cannot start: model file missing")
+    assert len(result.stderr.strip().splitlines()) == 1
