@@ -17,11 +17,15 @@ $(BIN)/openset: pyproject.toml constraints.txt
 
 install: $(BIN)/openset
 
-## run: re-measure the shipped model (TRAIN=1: re-create it first from the default config)
+## run: serve the shipped model on http://127.0.0.1:8000 (TRAIN=1: re-create it first from its config)
 run: install
 ifeq ($(TRAIN),1)
 	$(MAKE) train
 endif
+	OPENSET_MODEL_DIR=$(MODEL) $(BIN)/openset-serve
+
+## evaluate: re-measure the shipped model with ONNX Runtime on the test data
+evaluate: install
 	$(BIN)/openset evaluate --model $(MODEL)
 
 ## train: re-create the shipped model from its config (about 3 minutes on 2 cores)

@@ -81,8 +81,11 @@ def run_wrk(url: str, body: bytes, ctype: str, connections: int, seconds: float,
     payload.write_bytes(body)
     script = workdir / f"post-{abs(hash((body, ctype)))}.lua"
     script.write_text(LUA.format(ctype=ctype, path=payload))
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+                          capture_output=True, text=True, timeout=seconds + 30)
+    out = done.stdout
+    if "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed on {url}: {done.stdout[-500:]} {done.stderr[-500:]}")
 
     def ms(label: str) -> float:
         value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()

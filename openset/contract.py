@@ -34,5 +34,5 @@ def check_contract(session: Any, num_classes: int) -> None:
     missing = [name for name in OUTPUTS if name not in outputs]
     if missing:
         raise ValueError(f"model lacks outputs {missing}")
-    if outputs["probs"][1] != num_classes:
+    if len(outputs["probs"]) != 2 or outputs["probs"][1] != num_classes:
         raise ValueError(f"model has {outputs['probs'][1]} classes, metadata says {num_classes}")

@@ -17,21 +17,23 @@ log = logging.getLogger("openset.service")
 class ServiceError(Exception):
     """An error with its HTTP status: 401 auth, 404 unknown model, 413 too large, 503 not ready, …"""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
-def error_response(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _validation_message(err: RequestValidationError) -> str:
+def validation_message(errors: list[dict], prefix: str = "invalid request") -> str:
+    """pydantic's error list as one line: ``where: what; where: what``."""
     parts = []
-    for item in err.errors()[:5]:
+    for item in errors[:5]:
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
-    return "invalid request: " + "; ".join(parts)
+    return f"{prefix}: " + "; ".join(parts)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -41,15 +43,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, err: ServiceError) -> JSONResponse:
-        return error_response(str(err), err.status)
+        return error_response(str(err), err.status, err.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return error_response(str(err.detail), err.status_code)
+        return error_response(str(err.detail), err.status_code, err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(_validation_message(err), 422)
+        return error_response(validation_message(err.errors()), 422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Request guards: the body-size limit (ASGI middleware) and the optional API key (a dependency)."""
+"""Request guards: the body-size limit (ASGI middleware), the optional API key and readiness (dependencies)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hmac
 from fastapi import Request
 
 from service.errors import ServiceError, error_response
+from service.runtime import ModelRuntime
 
 
 class BodyLimitMiddleware:
@@ -21,7 +22,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        if length is not None and not length.isdigit():
+            await error_response("malformed Content-Length header", 400)(scope, receive, send)
+            return
+        if length is not None and int(length) > self.max_bytes:
             await error_response(f"request body exceeds {self.max_bytes} bytes", 413)(scope, receive, send)
             return
         seen = 0
@@ -50,8 +54,16 @@ def api_key_dependency(expected: str | None):
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             given = token if scheme.lower() == "bearer" else None
         if given is None:
-            raise ServiceError("missing API key (send X-API-Key)", 401)
+            raise ServiceError("missing API key (send X-API-Key)", 401, {"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(given.encode(), expected_bytes):
-            raise ServiceError("wrong API key", 401)
+            raise ServiceError("wrong API key", 401, {"WWW-Authenticate": "Bearer"})
 
     return require_api_key
+
+
+def ready_runtime(request: Request) -> ModelRuntime:
+    """The loaded model, or 503 while there is none."""
+    runtime: ModelRuntime = request.app.state.runtime
+    if not runtime.ready:
+        raise ServiceError("model not loaded", 503)
+    return runtime

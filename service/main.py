@@ -6,6 +6,7 @@ corrupt or breaks the contract stops the server at start-up with a one-line reas
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ log = logging.getLogger("openset.service")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings.log_level)
     metrics = Metrics()
 
     @asynccontextmanager
@@ -34,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         metrics.model_info.labels(runtime.name, runtime.version, runtime.meta["onnx_sha256"],
                                   str(runtime.threshold)).set(1)
-        log.info('{"event": "model_loaded", "name": "%s", "version": "%s"}', runtime.name, runtime.version)
+        log.info(json.dumps({"event": "model_loaded", "name": runtime.name, "version": runtime.version,
+                             "threshold": runtime.threshold, "model_dir": str(settings.model_dir)}))
         yield
 
     app = FastAPI(title="openset", version=openset.__version__, lifespan=lifespan,
@@ -48,10 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.models, dependencies=secured)
     app.include_router(ops.router)
     install_error_handlers(app)
+    # The last added runs first: access log/metrics see everything; CORS headers reach even the 413s.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"])
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessMiddleware, metrics=metrics)
     return app
 

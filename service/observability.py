@@ -75,10 +75,28 @@ class AccessMiddleware:
                 }))
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; messages that are JSON already are merged, tracebacks kept as a field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        try:
+            entry = json.loads(message)
+            entry = entry if isinstance(entry, dict) else {"message": message}
+        except ValueError:
+            entry = {"message": message}
+        entry.setdefault("ts", record.created)
+        entry["level"] = record.levelname.lower()
+        entry["logger"] = record.name
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def configure_logging(level: str) -> None:
-    """Plain message lines on stderr: access lines are JSON already."""
+    """JSON lines on stderr for the service's loggers."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(JsonFormatter())
     for name in ("openset.access", "openset.service"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

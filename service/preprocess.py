@@ -38,11 +38,16 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             if image.format not in FORMATS:
                 raise InputError(f"unsupported image format {image.format}; send PNG, JPEG, BMP, WebP or GIF", 415)
+            # Only the decoders above ever parse the bytes from here on.
             width, height = image.size
             if width * height > max_pixels:
                 raise InputError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels}", 400)
             image.seek(0)
+            longest = max(width, height)
+            if image.format == "JPEG" and longest > 1024:  # decode big photos reduced (still >= 512 px)
+                image.draft("L", (width * 512 // longest, height * 512 // longest))
             image.load()
+            image = ImageOps.exif_transpose(image)  # phone photos: upright as the user saw them
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -56,6 +61,10 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
 
 def _grey(image: Image.Image) -> np.ndarray:
     """Grey levels in [0, 1]; transparent pixels become the background (white)."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey: keep the full range
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if values.max() > 255 else (255.0 if values.max() > 1 else 1.0)
+        return np.clip(values / peak, 0.0, 1.0).astype(np.float32)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -109,7 +118,8 @@ def from_array(values) -> np.ndarray:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise InputError("image array must be numbers", 422) from None
-    array = array.reshape(array.shape[-2:]) if array.ndim > 2 and array.size == SIDE * SIDE else array
+    if array.ndim > 2 and all(d == 1 for d in array.shape[:-2]):  # [1, 28, 28] or [1, 1, 28, 28]
+        array = array.reshape(array.shape[-2:])
     if array.shape != (SIDE, SIDE):
         raise InputError(f"image array must be 28x28, got shape {list(array.shape)}", 422)
     if not np.all(np.isfinite(array)):

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from openset.artifacts import sha256_file
 from openset.calibration import UNKNOWN, decide
-from openset.contract import INPUT, OUTPUTS, check_contract
+from openset.contract import INPUT, OUTPUTS, UNKNOWN_LABEL, check_contract
 
 
 class ModelLoadError(RuntimeError):
@@ -61,7 +61,7 @@ class ModelRuntime:
             raise ModelLoadError(f"{onnx_path}: {str(err).splitlines()[0]}") from None
         self.session, self.meta = session, meta
         self.classes, self.threshold = classes, threshold
-        self.unknown_label = meta.get("unknown_label", "other")
+        self.unknown_label = meta.get("unknown_label", UNKNOWN_LABEL)
         return self
 
     @property
@@ -76,10 +76,14 @@ class ModelRuntime:
     def version(self) -> str:
         return str(self.meta.get("version", "1"))
 
-    def run(self, images: np.ndarray, outputs: tuple[str, ...] = OUTPUTS) -> dict[str, np.ndarray]:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's outputs for ``images`` float32 ``[N, 1, 28, 28]``; one model call."""
-        values = self.session.run(list(outputs), {INPUT: np.ascontiguousarray(images, dtype=np.float32)})
-        return dict(zip(outputs, values, strict=True))
+        values = self.session.run(list(OUTPUTS), {INPUT: np.ascontiguousarray(images, dtype=np.float32)})
+        return dict(zip(OUTPUTS, values, strict=True))
+
+    def output_shapes(self) -> dict[str, list[int]]:
+        """The graph's output shapes, symbolic dimensions as -1 (for v2 metadata)."""
+        return {o.name: [d if isinstance(d, int) else -1 for d in o.shape] for o in self.session.get_outputs()}
 
     def labels(self, probs: np.ndarray, score: np.ndarray) -> list[str]:
         return [self.unknown_label if i == UNKNOWN else self.classes[i] for i in decide(probs, score, self.threshold)]

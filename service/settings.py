@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Comma-separated in the environment; empty = CORS closed.
     cors_origins: Annotated[list[str], NoDecode] = []
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # ONNX Runtime threads per session (0 = its default, all cores).
     onnx_threads: int = Field(1, ge=0)
 

@@ -126,16 +126,32 @@ def test_v2_infer_binary_tensors_and_gzip(client, samples):
 
 @pytest.mark.parametrize("request_body, fragment", [
     ({"inputs": [{"name": "x", "shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 784}]}, "image"),
-    ({"inputs": [{"name": "image", "shape": [1, 28, 27], "datatype": "FP32", "data": [0] * 756}]}, "shape"),
-    ({"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "INT64", "data": [0] * 784}]}, "datatype"),
-    ({"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 10}]}, "values"),
     ({"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 784}],
       "outputs": [{"name": "nope"}]}, "unknown output"),
     ({"inputs": "x"}, "inputs"),
+    ({"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 784}],
+      "parameters": [1]}, "parameters"),
+    ({"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": ["1"] * 784}]}, "numbers"),
+    ({"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 784}], "id": 5}, "id"),
+    ({"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 784}],
+      "parameters": {"binary_data_output": "false"}}, "true or false"),
 ])
-def test_v2_bad_requests_are_400_with_error_body(client, request_body, fragment):
+def test_v2_malformed_requests_are_400_with_error_body(client, request_body, fragment):
     response = client.post("/v2/models/mnist-0to4/infer", json=request_body)
     assert response.status_code == 400
+    assert fragment in response.json()["error"]
+
+
+@pytest.mark.parametrize("tensor, fragment", [
+    ({"shape": [1, 28, 27], "datatype": "FP32", "data": [0] * 756}, "shape"),
+    ({"shape": [1, 28, 28], "datatype": "INT64", "data": [0] * 784}, "datatype"),
+    ({"shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 10}, "values"),
+    ({"shape": [1, 28, 28], "datatype": "FP32", "data": [3e38] * 784}, "[0, 1]"),
+    ({"shape": [1, 28, 28], "datatype": "UINT8", "data": [300] * 784}, "0..255"),
+])
+def test_v2_wrong_tensors_are_422(client, tensor, fragment):
+    response = client.post("/v2/models/mnist-0to4/infer", json={"inputs": [{"name": "image", **tensor}]})
+    assert response.status_code == 422
     assert fragment in response.json()["error"]
 
 
@@ -170,6 +186,17 @@ def test_too_large_body_is_413(shipped_model_dir):
 def test_batch_over_the_limit_is_413(client):
     response = client.post("/v1/predict/batch", json={"images": [[[0] * 28] * 28] * 9})
     assert response.status_code == 413
+    files = [("files", (f"{i}.png", b"x", "image/png")) for i in range(30)]
+    assert client.post("/v1/predict/batch", files=files).status_code == 413
+
+
+def test_sixteen_bit_images_keep_their_range(client, samples):
+    images, labels = samples
+    deep = (65535 - images[1] * 65535).astype(np.uint16)  # black on white, 16 bits
+    buffer = io.BytesIO()
+    Image.fromarray(deep).save(buffer, "PNG")
+    body = client.post("/v1/predict", content=buffer.getvalue(), headers={"content-type": "image/png"}).json()
+    assert body["label"] == labels[1]
 
 
 def test_api_key(secured, samples):

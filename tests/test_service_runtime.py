@@ -74,3 +74,13 @@ def test_server_refuses_to_start_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("openset-serve: cannot start: model file missing")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_serving_path_never_imports_torch(shipped_model_dir):
+    code = ("import sys; from fastapi.testclient import TestClient; from service.main import create_app; "
+            "from service.settings import Settings; "
+            f"c = TestClient(create_app(Settings(model_dir={str(shipped_model_dir)!r}))); "
+            "c.__enter__(); assert c.post('/v1/predict', json={'image': [[0]*28]*28}).status_code == 200; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr[-500:]

@@ -3,74 +3,103 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
-from service.preprocess import MEDIA_TYPES, InputError, from_array, from_image_bytes
+from service.errors import validation_message
+from service.guards import ready_runtime
+from service.preprocess import MEDIA_TYPES, InputError, decode, from_array, mnist_like
 from service.runtime import ModelRuntime, Prediction
-from service.schemas import ArrayBatch, ArrayImage, BatchResponse, Decision, ErrorResponse, PredictResponse
+from service.schemas import ArrayBatch, ArrayImage, BatchResponse, ErrorResponse, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
-IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 503)}
+# Work this large leaves the event loop (so health checks and small requests keep flowing).
+OFFLOAD_BYTES = 256 * 1024
+OFFLOAD_IMAGES = 32
 
 
 def _request_body(json_model: type, many: bool) -> dict:
     field = "files" if many else "file"
-    multipart = {"type": "object", "properties": {field: {"type": "string", "format": "binary"}}, "required": [field]}
-    if many:
-        multipart["properties"][field] = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    binary = {"type": "string", "format": "binary"}
+    multipart = {"type": "object", "required": [field],
+                 "properties": {field: {"type": "array", "items": binary} if many else binary}}
     content = {"multipart/form-data": {"schema": multipart},
                "application/json": {"schema": json_model.model_json_schema()}}
     if not many:
-        content.update({media: IMAGE_BODY for media in ("image/png", "image/jpeg", "image/bmp", "image/webp",
-                                                        "image/gif")})
+        content.update({media: {"schema": binary} for media in sorted(MEDIA_TYPES)})
     return {"requestBody": {"required": True, "content": content}}
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _decode_all(blobs: list[bytes], max_pixels: int) -> list[np.ndarray]:
+    """Decode and normalise images under one pixel budget for the whole request."""
+    images, budget = [], max_pixels
+    for blob in blobs:
+        image = decode(blob, budget)
+        budget -= image.width * image.height
+        images.append(mnist_like(image))
+    return images
+
+
+async def _uploaded_blobs(request: Request, many: bool, max_batch: int) -> list[bytes]:
+    try:
+        form = await request.form(max_files=max_batch + 1, max_fields=max_batch + 1)
+    except HTTPException as err:  # Starlette's own multipart limits and parse errors
+        raise InputError(f"multipart body refused: {err.detail}", 413 if "Too many" in str(err.detail) else 400) \
+            from None
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if not files:
+        raise InputError("the multipart body has no file part", 422)
+    if not many and len(files) > 1:
+        raise InputError("send one file here; /v1/predict/batch takes several", 422)
+    if len(files) > max_batch:
+        raise InputError(f"{len(files)} images exceed the batch limit of {max_batch}", 413)
+    return [await f.read() for f in files]
+
+
+def _arrays(body: bytes, many: bool) -> list[np.ndarray]:
+    try:
+        if many:
+            return [from_array(a) for a in ArrayBatch.model_validate_json(body).images]
+        return [from_array(ArrayImage.model_validate_json(body).image)]
+    except ValidationError as err:
+        raise InputError(validation_message(err.errors(), "invalid JSON body"), 422) from None
 
 
 async def read_images(request: Request, many: bool) -> np.ndarray:
     """The request's image(s) as float32 ``[N, 1, 28, 28]``, whatever the accepted encoding."""
     settings = request.app.state.settings
-    media = _media_type(request)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
-        form = await request.form(max_files=settings.max_batch, max_fields=settings.max_batch)
-        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        if not files:
-            raise InputError("the multipart body has no file part", 422)
-        if not many and len(files) > 1:
-            raise InputError("send one file here; /v1/predict/batch takes several", 422)
-        images = [from_image_bytes(await f.read(), settings.max_image_pixels) for f in files]
-    elif media == "application/json":
-        body = await request.body()
-        try:
-            if many:
-                images = [from_array(a) for a in ArrayBatch.model_validate_json(body).images]
-            else:
-                images = [from_array(ArrayImage.model_validate_json(body).image)]
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InputError(f"invalid JSON body: {where}: {first['msg']}" if where else
-                             f"invalid JSON body: {first['msg']}", 422) from None
+        blobs = await _uploaded_blobs(request, many, settings.max_batch)
     elif not many and (media in MEDIA_TYPES or media == "application/octet-stream"):
-        images = [from_image_bytes(await request.body(), settings.max_image_pixels)]
+        blobs = [await request.body()]
+    elif media == "application/json":
+        images = _arrays(await request.body(), many)
+        if len(images) > settings.max_batch:
+            raise InputError(f"{len(images)} images exceed the batch limit of {settings.max_batch}", 413)
+        return np.stack(images)[:, None]
     else:
         accepted = "multipart/form-data or application/json" if many else \
             "multipart/form-data, application/json or image/png|jpeg|bmp|webp|gif"
         raise InputError(f"unsupported content type {media or '(none)'!r}; send {accepted}", 415)
-    if len(images) > settings.max_batch:
-        raise InputError(f"{len(images)} images exceed the batch limit of {settings.max_batch}", 413)
-    return np.stack(images)[:, None, :, :]
+    if sum(map(len, blobs)) > OFFLOAD_BYTES:
+        images = await run_in_threadpool(_decode_all, blobs, settings.max_image_pixels)
+    else:
+        images = _decode_all(blobs, settings.max_image_pixels)
+    return np.stack(images)[:, None]
 
 
-def _decisions(runtime: ModelRuntime, request: Request, images: np.ndarray) -> list[Prediction]:
-    predictions = runtime.predict(images)
+async def _predict(request: Request, runtime: ModelRuntime, images: np.ndarray) -> list[Prediction]:
+    if len(images) > OFFLOAD_IMAGES:
+        predictions = await run_in_threadpool(runtime.predict, images)
+    else:
+        predictions = runtime.predict(images)
     request.app.state.metrics.observe_predictions([p.label for p in predictions])
     return predictions
 
@@ -81,24 +110,22 @@ def _decision(p: Prediction) -> dict:
                        "score": p.score, "threshold": p.threshold}}
 
 
+def _model_ref(runtime: ModelRuntime) -> dict:
+    return {"name": runtime.name, "version": runtime.version}
+
+
+# The handlers build their JSON directly: the response models document it without a second validation pass.
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              openapi_extra=_request_body(ArrayImage, many=False),
              summary="Classify one image: a known digit or the unknown label")
-async def predict(request: Request) -> dict:
-    runtime = request.app.state.runtime
-    images = await read_images(request, many=False)
-    [prediction] = _decisions(runtime, request, images)
-    return {**_decision(prediction), "model": {"name": runtime.name, "version": runtime.version}}
+async def predict(request: Request, runtime: ModelRuntime = Depends(ready_runtime)) -> JSONResponse:
+    [prediction] = await _predict(request, runtime, await read_images(request, many=False))
+    return JSONResponse({**_decision(prediction), "model": _model_ref(runtime)})
 
 
 @router.post("/predict/batch", response_model=BatchResponse, responses=ERRORS,
              openapi_extra=_request_body(ArrayBatch, many=True),
              summary="Classify several images in one model call, answered in order")
-async def predict_batch(request: Request) -> dict:
-    runtime = request.app.state.runtime
-    images = await read_images(request, many=True)
-    return {"predictions": [_decision(p) for p in _decisions(runtime, request, images)],
-            "model": {"name": runtime.name, "version": runtime.version}}
-
-
-__all__ = ["router", "Decision"]
+async def predict_batch(request: Request, runtime: ModelRuntime = Depends(ready_runtime)) -> JSONResponse:
+    predictions = await _predict(request, runtime, await read_images(request, many=True))
+    return JSONResponse({"predictions": [_decision(p) for p in predictions], "model": _model_ref(runtime)})

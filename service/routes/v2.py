@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 import openset
 from openset.contract import INPUT, OUTPUTS
 from service.errors import ServiceError
+from service.guards import ready_runtime
 from service.runtime import ModelRuntime
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -25,21 +27,19 @@ LABEL = "label"
 DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 
 
-def get_runtime(request: Request, name: str) -> ModelRuntime:
-    runtime: ModelRuntime = request.app.state.runtime
+def get_runtime(name: str, runtime: ModelRuntime = Depends(ready_runtime)) -> ModelRuntime:
     if name != runtime.name:
         raise ServiceError(f"unknown model {name!r}; this server serves {runtime.name!r}", 404)
     return runtime
 
 
-def _check_version(runtime: ModelRuntime, version: str | None) -> None:
-    if version is not None and version != runtime.version:
+def _check_version(runtime: ModelRuntime, version: str) -> None:
+    if version != runtime.version:
         raise ServiceError(f"model {runtime.name!r} has no version {version!r} (serving {runtime.version!r})", 404)
 
 
 def tensor_metadata(runtime: ModelRuntime) -> dict[str, list[dict]]:
-    k = len(runtime.classes)
-    shapes = {"logits": [-1, k], "probs": [-1, k], "known_prob": [-1], "centroid_distance": [-1], "score": [-1]}
+    shapes = runtime.output_shapes()
     outputs = [{"name": name, "datatype": "FP32", "shape": shapes[name]} for name in OUTPUTS]
     return {
         "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
@@ -112,6 +112,23 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
+def _parameters(obj: dict) -> dict:
+    """An object's optional ``parameters``, which must be a JSON object."""
+    value = obj.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ServiceError("'parameters' must be an object", 400)
+    return value
+
+
+def _flag(parameters: dict, key: str, default: bool) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise ServiceError(f"parameter {key!r} must be true or false", 400)
+    return value
+
+
 def parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
@@ -125,61 +142,70 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
         raise ServiceError("request body is not valid JSON", 400) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
         raise ServiceError("request must be a JSON object with an 'inputs' list", 400)
+    if "id" in payload and not isinstance(payload["id"], str):
+        raise ServiceError("'id' must be a string", 400)
+    _parameters(payload)
     return payload, binary
 
 
 def read_input(payload: dict, binary: bytes, max_batch: int) -> np.ndarray:
-    """The one input tensor as float32 ``[N, 1, 28, 28]`` in [0, 1]."""
+    """The one input tensor as float32 ``[N, 1, 28, 28]`` in [0, 1].
+
+    A malformed request is a 400; a well-formed tensor of the wrong shape, type or values a 422.
+    """
     inputs = payload["inputs"]
     if len(inputs) != 1 or not isinstance(inputs[0], dict) or inputs[0].get("name") != INPUT:
         raise ServiceError(f"expected exactly one input named {INPUT!r}", 400)
     tensor = inputs[0]
     datatype, shape = tensor.get("datatype"), tensor.get("shape")
     if datatype not in DTYPES:
-        raise ServiceError(f"input datatype must be FP32 or UINT8, got {datatype!r}", 400)
+        raise ServiceError(f"input datatype must be FP32 or UINT8, got {datatype!r}", 422)
     if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
             and len(shape) in (3, 4) and shape[-2:] == [28, 28] and (len(shape) == 3 or shape[1] == 1)
             and shape[0] >= 1):
-        raise ServiceError(f"input shape must be [N, 1, 28, 28] or [N, 28, 28], got {shape!r}", 400)
+        raise ServiceError(f"input shape must be [N, 1, 28, 28] or [N, 28, 28], got {shape!r}", 422)
     if shape[0] > max_batch:
         raise ServiceError(f"batch of {shape[0]} exceeds the limit of {max_batch}", 413)
     count, dtype = int(np.prod(shape)), DTYPES[datatype]
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(tensor).get("binary_data_size")
     if size is not None:
-        if size != count * dtype.itemsize or len(binary) != size:
+        if not isinstance(size, int) or size != count * dtype.itemsize or len(binary) != size:
             raise ServiceError(f"binary_data_size {size!r} does not match shape {shape} and the body", 400)
-        array = np.frombuffer(binary, dtype=dtype)
+        array = np.frombuffer(binary, dtype=dtype).astype(np.float64)
     else:
+        data = tensor.get("data")
         try:
-            array = np.asarray(tensor.get("data"), dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise ServiceError("input 'data' must be a list of numbers", 400) from None
+            array = np.asarray(data) if isinstance(data, list) else None
+        except ValueError:  # ragged nesting
+            array = None
+        if array is None or array.dtype.kind not in "iuf":  # no strings, booleans or objects
+            raise ServiceError("input 'data' must be a (nested) list of numbers", 400)
+        array = array.astype(np.float64).reshape(-1)
         if array.size != count:
-            raise ServiceError(f"input has {array.size} values, shape {shape} needs {count}", 400)
-        if datatype == "UINT8" and (np.any(array < 0) or np.any(array > 255) or np.any(array % 1)):
-            raise ServiceError("UINT8 data must be integers in 0..255", 400)
-    images = array.astype(np.float32).reshape(shape[0], 1, 28, 28)
+            raise ServiceError(f"input has {array.size} values, shape {shape} needs {count}", 422)
     if datatype == "UINT8":
-        images = images / np.float32(255.0)
-    elif not np.all(np.isfinite(images)):
-        raise ServiceError("input contains NaN or infinity", 400)
-    return images
+        if np.any(array % 1):
+            raise ServiceError("UINT8 data must be integers in 0..255", 422)
+        array = array / 255.0
+    if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
+        raise ServiceError("pixel values must be finite and in [0, 1] (FP32) or 0..255 (UINT8)", 422)
+    return array.astype(np.float32).reshape(shape[0], 1, 28, 28)
 
 
 def requested_outputs(payload: dict, names: list[str]) -> list[tuple[str, bool]]:
-    """(name, binary) for each requested output; every output when none are named."""
-    default_binary = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    """(name, binary) for each requested output, once each; every output when none are named."""
+    default_binary = _flag(_parameters(payload), "binary_data_output", False)
     wanted = payload.get("outputs")
     if wanted is None:
         return [(name, default_binary) for name in names]
     if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
         raise ServiceError("'outputs' must be a list of objects", 400)
-    result = []
+    result: dict[str, bool] = {}
     for item in wanted:
         if item.get("name") not in names:
             raise ServiceError(f"unknown output {item.get('name')!r}; outputs are {names}", 400)
-        result.append((item["name"], bool((item.get("parameters") or {}).get("binary_data", default_binary))))
-    return result
+        result[item["name"]] = _flag(_parameters(item), "binary_data", default_binary)
+    return list(result.items())
 
 
 def _bytes_tensor(values: list[str]) -> bytes:
@@ -207,7 +233,7 @@ def build_response(runtime: ModelRuntime, payload: dict, values: dict[str, Any],
     body = {"model_name": runtime.name, "model_version": runtime.version, "outputs": outputs}
     if "id" in payload:
         body["id"] = payload["id"]
-    head = json.dumps(body, separators=(",", ":")).encode()
+    head = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return Response(head, media_type="application/json")
     return Response(head + b"".join(blobs), media_type="application/octet-stream",
@@ -222,7 +248,7 @@ async def _infer(request: Request, runtime: ModelRuntime) -> Response:
     images = read_input(payload, binary, settings.max_batch)
     names = [*OUTPUTS, LABEL]
     wanted = requested_outputs(payload, names)
-    values: dict[str, Any] = runtime.run(images)
+    values: dict[str, Any] = await run_in_threadpool(runtime.run, images) if len(images) > 32 else runtime.run(images)
     values[LABEL] = runtime.labels(values["probs"], values["score"])
     request.app.state.metrics.observe_predictions(values[LABEL])
     return build_response(runtime, payload, values, wanted)
