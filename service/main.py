@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = ModelRuntime(settings.model_dir)  # not ready until the lifespan loads it
-    secured = [Depends(api_key_dependency(settings.api_key.get_secret_value() if settings.api_key else None))]
+    secured = [Depends(api_key_dependency(settings.api_key.get_secret_value()))] if settings.api_key else []
     app.include_router(predict.router, dependencies=secured)
     app.include_router(v2.health)
     app.include_router(v2.models, dependencies=secured)

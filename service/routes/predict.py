@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -118,7 +118,8 @@ def _model_ref(runtime: ModelRuntime) -> dict:
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              openapi_extra=_request_body(ArrayImage, many=False),
              summary="Classify one image: a known digit or the unknown label")
-async def predict(request: Request, runtime: ModelRuntime = Depends(ready_runtime)) -> JSONResponse:
+async def predict(request: Request) -> JSONResponse:
+    runtime = ready_runtime(request)
     [prediction] = await _predict(request, runtime, await read_images(request, many=False))
     return JSONResponse({**_decision(prediction), "model": _model_ref(runtime)})
 
@@ -126,6 +127,7 @@ async def predict(request: Request, runtime: ModelRuntime = Depends(ready_runtim
 @router.post("/predict/batch", response_model=BatchResponse, responses=ERRORS,
              openapi_extra=_request_body(ArrayBatch, many=True),
              summary="Classify several images in one model call, answered in order")
-async def predict_batch(request: Request, runtime: ModelRuntime = Depends(ready_runtime)) -> JSONResponse:
+async def predict_batch(request: Request) -> JSONResponse:
+    runtime = ready_runtime(request)
     predictions = await _predict(request, runtime, await read_images(request, many=True))
     return JSONResponse({"predictions": [_decision(p) for p in predictions], "model": _model_ref(runtime)})

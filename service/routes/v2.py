@@ -27,7 +27,8 @@ LABEL = "label"
 DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 
 
-def get_runtime(name: str, runtime: ModelRuntime = Depends(ready_runtime)) -> ModelRuntime:
+async def get_runtime(request: Request, name: str) -> ModelRuntime:
+    runtime = ready_runtime(request)
     if name != runtime.name:
         raise ServiceError(f"unknown model {name!r}; this server serves {runtime.name!r}", 404)
     return runtime
