@@ -7,7 +7,7 @@ CONFIG ?= configs/mnist-0to4.json
 # The data root: $OPENSET_DATA_DIR, else ../shared/data where it exists, else torchvision's download cache.
 export OPENSET_DATA_DIR ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 
-.PHONY: install run train evaluate test lint browser clean
+.PHONY: install run train evaluate test test-docker lint browser clean
 
 $(BIN)/openset: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,14 @@ evaluate: install
 train: install
 	$(BIN)/openset train --config $(CONFIG) --out $(MODEL)
 
-## test: lint and the whole test suite (the demo-page test drives Debian's Chromium)
+## test: lint and the whole test suite but the Docker group (the demo-page test drives Debian's Chromium)
 test: install lint browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not docker"
+
+## test-docker: build the serving image and test it for real (needs a Docker engine;
+## here: ../shared/tools/docker-sandbox up)
+test-docker: install
+	$(BIN)/python -m pytest -q -m docker
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

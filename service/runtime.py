@@ -47,9 +47,12 @@ class ModelRuntime:
             meta = json.loads(meta_path.read_text())
             classes, threshold = list(meta["classes"]), float(meta["threshold"])
             expected_sha = meta["onnx_sha256"]
+            actual_sha = sha256_file(onnx_path)
+        except OSError as err:
+            raise ModelLoadError(f"cannot read the model: {err.strerror}: {err.filename}") from None
         except (ValueError, KeyError, TypeError) as err:
             raise ModelLoadError(f"{meta_path}: unreadable metadata ({type(err).__name__}: {err})") from None
-        if sha256_file(onnx_path) != expected_sha:
+        if actual_sha != expected_sha:
             raise ModelLoadError(f"{onnx_path}: SHA-256 does not match model.json (corrupt or replaced file)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads

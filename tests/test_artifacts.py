@@ -38,3 +38,12 @@ def test_sha256(tmp_path):
     path = tmp_path / "x"
     path.write_bytes(b"abc")
     assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_artefacts_are_readable_by_others(tmp_path):
+    target = tmp_path / "m.bin"
+    atomic_write_bytes(target, b"x")
+    assert target.stat().st_mode & 0o044 == 0o044  # group/other read (umask 022 or laxer)
+    with staged_directory(tmp_path / "d") as stage:
+        (stage / "f").write_text("y")
+    assert (tmp_path / "d").stat().st_mode & 0o055 == 0o055

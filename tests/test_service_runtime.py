@@ -84,3 +84,15 @@ def test_the_serving_path_never_imports_torch(shipped_model_dir):
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr[-500:]
+
+
+def test_unreadable_model_is_a_load_error(model_copy):
+    import os
+
+    if os.geteuid() == 0:  # root reads any file: use one whose read fails anyway
+        (model_copy / "model.json").unlink()
+        (model_copy / "model.json").symlink_to("/proc/self/mem")
+    else:
+        (model_copy / "model.json").chmod(0)
+    with pytest.raises(ModelLoadError, match="cannot read"):
+        ModelRuntime(model_copy).load()

@@ -1,0 +1,59 @@
+# syntax=docker/dockerfile:1
+# Serving image: FastAPI + ONNX Runtime on python:3.11-slim, no torch, non-root, the shipped model inside.
+#   docker build --network host -t openset .
+#   docker run --network host -e OPENSET_PORT=8000 openset
+# Training image (torch; large): docker build --target train -t openset-train .  (see README, "Deploy")
+
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils >/dev/null \
+ && python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md constraints.txt ./
+COPY openset ./openset
+COPY service ./service
+COPY training ./training
+# Then drop what serving never loads: build tools, tests, ONNX Runtime's offline tooling.
+RUN pip install ".[serve]" \
+ && pip uninstall -y setuptools \
+ && cd /opt/venv/lib/python3*/site-packages \
+ && rm -rf pip pip-* _distutils_hack distutils-precedence.pth numpy/f2py numpy/distutils numpy/_pyinstaller \
+      onnxruntime/transformers onnxruntime/quantization onnxruntime/tools onnxruntime/datasets \
+ && find . -type d \( -name tests -o -name __pycache__ \) -prune -exec rm -rf {} + \
+ && find . -name "*.so" -type f -not -path "*.libs/*" -exec strip --strip-unneeded {} + \
+ && rm -f /opt/venv/bin/pip*
+
+FROM python:3.11-slim AS serve
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin openset
+COPY --from=build /opt/venv /opt/venv
+COPY models/mnist-0to4/model.onnx models/mnist-0to4/model.json /app/models/mnist-0to4/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    OPENSET_MODEL_DIR=/app/models/mnist-0to4 \
+    OPENSET_HOST=0.0.0.0 \
+    OPENSET_PORT=8000 \
+    OPENSET_WORKERS=1
+USER 10001
+WORKDIR /app
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('OPENSET_PORT', '8000'), timeout=2)"]
+CMD ["openset-serve"]
+
+# Training: the same package with the `train` extra; data and output are volumes.
+#   docker run --rm -v $PWD/data:/data -v $PWD/models:/models openset-train \
+#     --config /src/configs/mnist-0to4.json --out /models/mnist-0to4
+FROM python:3.11-slim AS train
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/venv/bin:$PATH OPENSET_DATA_DIR=/data
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml README.md constraints.txt ./
+COPY openset ./openset
+COPY service ./service
+COPY training ./training
+COPY configs ./configs
+RUN pip install -c constraints.txt ".[train]"
+VOLUME ["/data", "/models"]
+ENTRYPOINT ["openset", "train"]
