@@ -83,3 +83,34 @@ def image_grid(images: np.ndarray, titles: list[str], path: Path, columns: int =
         ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=7)
     return _save(fig, path)
+
+
+def compare_curves(histories: dict[str, list[dict]], title: str, path: Path) -> Path:
+    """Validation accuracy and loss per epoch, every run on one plot."""
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in histories.items():
+        epochs = [row["epoch"] for row in history]
+        ax_acc.plot(epochs, [row["val_acc"] for row in history], label=name)
+        ax_loss.plot(epochs, [row["val_loss"] for row in history], label=name)
+    for ax, what in ((ax_acc, "validation accuracy"), (ax_loss, "validation loss")):
+        ax.set(xlabel="epoch", title=f"{title}: {what}")
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def compare_bars(figures: dict[str, dict[str, float]], title: str, path: Path) -> Path:
+    """Grouped bars: ``figures[run][metric]``."""
+    runs = list(figures)
+    names = list(next(iter(figures.values())))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(runs)), 4))
+    width = 0.8 / len(names)
+    for i, metric in enumerate(names):
+        ax.bar(np.arange(len(runs)) + i * width, [figures[r][metric] for r in runs], width, label=metric)
+    low = min(v for run in figures.values() for v in run.values())
+    ax.set_ylim(max(0.0, low - 0.02), 1.0)
+    ax.set_xticks(np.arange(len(runs)) + width * (len(names) - 1) / 2, runs, rotation=30, ha="right", fontsize=8)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": ("training.evaluate", "re-measure a model directory with ONNX Runtime"),
     "export": ("training.export", "refit scores and export a checkpoint to ONNX"),
     "holdout": ("training.holdout", "leave-one-known-class-out validation of a config"),
+    "sweep": ("training.sweep", "run many configs and compare them in a table and figures"),
 }
 USER_ERRORS = (ConfigError, DataNotFoundError, FileNotFoundError, ArtifactError)
 
