@@ -20,6 +20,7 @@ COMMANDS = {
     "export": ("training.export", "refit scores and export a checkpoint to ONNX"),
     "holdout": ("training.holdout", "leave-one-known-class-out validation of a config"),
     "sweep": ("training.sweep", "run many configs and compare them in a table and figures"),
+    "tune": ("training.tune", "hyper-parameter search with Optuna on known-class validation data"),
 }
 USER_ERRORS = (ConfigError, DataNotFoundError, FileNotFoundError, ArtifactError)
 

@@ -10,6 +10,7 @@ import argparse
 import copy
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -129,8 +130,13 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 4096) -> dict[str
     return {"loss": loss / len(split), "acc": correct / len(split)}
 
 
-def fit(cfg: Config, data: OpenSetData, root: str | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train with the config; return the best-validation model (known classes only) and the history."""
+def fit(
+    cfg: Config, data: OpenSetData, root: str | None = None, on_epoch: Callable[[dict], None] | None = None
+) -> tuple[nn.Module, list[dict]]:
+    """Train with the config; return the best-validation model (known classes only) and the history.
+
+    ``on_epoch`` sees each epoch's row (e.g. to prune a hyper-parameter trial); it may raise to stop.
+    """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes))
@@ -154,6 +160,8 @@ def fit(cfg: Config, data: OpenSetData, root: str | None = None) -> tuple[nn.Mod
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  ({row['seconds']:.1f}s)",
             flush=True,
         )
+        if on_epoch is not None:
+            on_epoch(row)
     model.load_state_dict(best_state)
     return model.eval(), history
 
