@@ -50,3 +50,24 @@ def test_a_bad_config_stops_the_sweep_before_any_trial(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config"):
         config_paths([str(tmp_path / "nothing")])
+
+
+def test_sweep_on_a_local_ray_instance(tmp_path, data_dir):
+    import ray
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for name, hidden in (("ray-a", [8]), ("ray-b", [16])):
+        body = {"name": name, "model": {"hidden": hidden, "dropout": 0.0},
+                "optim": {"epochs": 1, "batch_size": 512}, "scores": {"knn_bank": 256, "knn_k": 3}}
+        (folder / f"{name}.json").write_text(json.dumps(body))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = main(Namespace(configs=[str(folder)], out=str(tmp_path / "out"), data_dir=str(data_dir), epochs=None,
+                              title="ray", ray_address="auto"))
+    finally:
+        ray.shutdown()
+    assert [r["config"] for r in rows] == ["ray-a", "ray-b"]
+    assert all(0.5 < r["open_set_auroc"] <= 1.0 and len(r["history"]) == 1 for r in rows)
+    with open(tmp_path / "out" / "results.csv") as handle:
+        assert [r["config"] for r in csv.DictReader(handle)] == ["ray-a", "ray-b"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from openset.artifacts import atomic_write_bytes
-from openset.config import Config
+from openset.config import Config, ConfigError
 from openset.data import open_set_data
 from openset.metrics import auroc
 from openset.models import extract_features
@@ -71,6 +71,47 @@ def run_trial(cfg: Config, root: str | None = None) -> dict:
     }
 
 
+def run_on_ray(configs: list[Config], root: str | None, address: str | None, out: Path) -> list[dict]:
+    """The same trials as Ray Tune trials (one CPU each), on the cluster at ``address``.
+
+    A Ray instance already started in this process (``ray.init``) is used as it is.
+    """
+    import json
+
+    import ray
+    from ray import tune
+
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+
+    def trainable(params: dict) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one CPU per trial, as requested below
+        row = run_trial(Config.model_validate(params["config"]), params["root"])
+        # Ray adds the trial's parameters as "config" to every result: the run's name travels as "run".
+        tune.report({**{c: row[c] for c in COLUMNS if c != "config"}, "run": row["config"],
+                     "history": json.dumps(row["history"])})
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"config": tune.grid_search([c.to_dict() for c in configs]),
+                     "root": str(root) if root else None},
+        run_config=tune.RunConfig(storage_path=str((out / "ray").resolve()), verbose=0),
+    )
+    by_name = {}
+    for result in tuner.fit():
+        if result.error:
+            raise RuntimeError(f"Ray trial failed: {result.error}")
+        row = {"config": result.metrics["run"], **{c: result.metrics[c] for c in COLUMNS if c != "config"}}
+        by_name[row["config"]] = {**row, "history": json.loads(result.metrics["history"])}
+    for cfg in configs:
+        row = by_name[cfg.name]
+        print(f"trial {cfg.name}: done on Ray  val {row['best_val_acc']:.4f}  test {row['test_acc']:.4f}  "
+              f"auroc {row['open_set_auroc']:.4f}  {row['train_seconds']:.0f} s", flush=True)
+    return [by_name[cfg.name] for cfg in configs]
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
@@ -101,6 +142,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
     parser.add_argument("--epochs", type=int, default=None, help="override every config's epochs (quick runs)")
     parser.add_argument("--title", default=None, help="title of the table and figures")
+    parser.add_argument("--ray-address", default=None,
+                        help="run the trials with Ray Tune on this cluster ('auto', 'ray://host:10001', or 'local')")
     return parser
 
 
@@ -109,6 +152,14 @@ def main(args: argparse.Namespace) -> list[dict]:
     configs = [Config.from_json(path) for path in paths]  # every config is validated before any trial runs
     if args.epochs is not None:
         configs = [cfg.override(optim={"epochs": args.epochs}) for cfg in configs]
+    if len({cfg.name for cfg in configs}) != len(configs):
+        raise ConfigError("every config of a sweep needs its own name")
+    out = Path(args.out)
+    if getattr(args, "ray_address", None):
+        rows = run_on_ray(configs, args.data_dir, None if args.ray_address == "local" else args.ray_address, out)
+        write_results(out, rows, args.title or out.name)
+        print(markdown_table(rows))
+        return rows
     rows = []
     for number, cfg in enumerate(configs, 1):
         print(f"trial {number}/{len(configs)} {cfg.name}: running", flush=True)
@@ -117,7 +168,6 @@ def main(args: argparse.Namespace) -> list[dict]:
         print(f"trial {number}/{len(configs)} {cfg.name}: done  val {row['best_val_acc']:.4f}  "
               f"test {row['test_acc']:.4f}  auroc {row['open_set_auroc']:.4f}  {row['train_seconds']:.0f} s",
               flush=True)
-    out = Path(args.out)
     write_results(out, rows, args.title or out.name)
     print(markdown_table(rows))
     return rows
