@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import re
 import time
 from pathlib import Path
 
@@ -28,12 +29,17 @@ from openset.scores import build_detectors
 COLUMNS = ["config", "params", "epochs", "best_val_acc", "test_acc", "open_set_auroc", "train_seconds"]
 
 
+def _natural(path: Path) -> list:
+    """Sort key that puts depth-2 before depth-10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
 def config_paths(items: list[str]) -> list[Path]:
-    """Config files named directly, or every ``*.json`` of a named folder, in order."""
+    """Config files named directly, or every ``*.json`` of a named folder, in natural order."""
     paths: list[Path] = []
     for item in map(Path, items):
         if item.is_dir():
-            paths.extend(sorted(item.glob("*.json")))
+            paths.extend(sorted(item.glob("*.json"), key=_natural))
         elif item.is_file():
             paths.append(item)
         else:
