@@ -79,7 +79,8 @@ def shipped_metrics(
         }
         if i == 0:
             y_true = np.concatenate([known_labels, np.full(len(pred), other)])
-            y_pred = np.where(np.concatenate([known_pred, pred]) == UNKNOWN, other, np.concatenate([known_pred, pred]))
+            decided = np.concatenate([known_pred, pred])
+            y_pred = np.where(decided == UNKNOWN, other, decided)
             result["open_set_classification"] = {"unknown_set": set_name,
                                                  **metrics.classification_metrics(y_true, y_pred, labels)}
     return result
