@@ -30,8 +30,9 @@ COLUMNS = ["config", "params", "epochs", "best_val_acc", "test_acc", "open_set_a
 
 
 def _natural(path: Path) -> list:
-    """Sort key that puts depth-2 before depth-10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+    """Sort key that puts depth-2 before depth-10 and lr0.0001 before lr0.001."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", path.stem)
+    return [(0, float(part), "") if i % 2 else (1, 0.0, part) for i, part in enumerate(parts)]
 
 
 def config_paths(items: list[str]) -> list[Path]:
