@@ -98,12 +98,12 @@ def uniform_noise(n: int, seed: int) -> Split:
     return Split(torch.rand(n, 1, 28, 28, generator=gen), torch.full((n,), -1))
 
 
-def _select(split: Split, classes: tuple[int, ...], keep: bool) -> Split:
+def select_classes(split: Split, classes: tuple[int, ...], keep: bool) -> Split:
     mask = torch.isin(split.labels, torch.tensor(classes))
     return split.subset(torch.nonzero(mask if keep else ~mask).squeeze(1))
 
 
-def _remap(split: Split, classes: tuple[int, ...]) -> Split:
+def remap_classes(split: Split, classes: tuple[int, ...]) -> Split:
     lookup = torch.full((10,), -1, dtype=torch.long)
     lookup[list(classes)] = torch.arange(len(classes))
     return Split(split.images, lookup[split.labels])
@@ -113,7 +113,7 @@ def open_set_data(cfg: DataConfig, seed: int, root: str | Path | None = None) ->
     """The deterministic, stratified train/validation split of the known training images."""
     train_all = load_dataset(cfg.dataset, train=True, root=root)
     test_all = load_dataset(cfg.dataset, train=False, root=root)
-    known = _remap(_select(train_all, cfg.known_classes, keep=True), cfg.known_classes)
+    known = remap_classes(select_classes(train_all, cfg.known_classes, keep=True), cfg.known_classes)
     train_idx, val_idx = train_test_split(
         np.arange(len(known)),
         test_size=cfg.val_fraction,
@@ -124,7 +124,7 @@ def open_set_data(cfg: DataConfig, seed: int, root: str | Path | None = None) ->
         classes=cfg.known_classes,
         train=known.subset(np.sort(train_idx)),
         val=known.subset(np.sort(val_idx)),
-        test_known=_remap(_select(test_all, cfg.known_classes, keep=True), cfg.known_classes),
-        test_unknown=_select(test_all, cfg.known_classes, keep=False),
-        train_unknown=_select(train_all, cfg.known_classes, keep=False),
+        test_known=remap_classes(select_classes(test_all, cfg.known_classes, keep=True), cfg.known_classes),
+        test_unknown=select_classes(test_all, cfg.known_classes, keep=False),
+        train_unknown=select_classes(train_all, cfg.known_classes, keep=False),
     )

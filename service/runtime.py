@@ -10,10 +10,21 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from starlette.concurrency import run_in_threadpool
 
 from openset.artifacts import sha256_file
 from openset.calibration import UNKNOWN, decide
 from openset.contract import INPUT, OUTPUTS, UNKNOWN_LABEL, check_contract
+
+# Batches larger than this run in a worker thread, so health checks and small requests keep flowing.
+OFFLOAD_IMAGES = 32
+
+
+async def off_the_loop(call, images: np.ndarray):
+    """``call(images)`` inline for small batches, in the thread pool for large ones."""
+    if len(images) > OFFLOAD_IMAGES:
+        return await run_in_threadpool(call, images)
+    return call(images)
 
 
 class ModelLoadError(RuntimeError):

@@ -11,6 +11,7 @@ import torch
 from openset.config import Config
 from openset.data import open_set_data
 from openset.models import build_model
+from training.pipeline import write_artifacts
 
 
 def load_checkpoint(path: str | Path) -> tuple[Config, torch.nn.Module, list[dict]]:
@@ -34,8 +35,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> Path:
-    from training.pipeline import write_artifacts
-
     cfg, model, history = load_checkpoint(args.checkpoint)
     data = open_set_data(cfg.data, cfg.seed, args.data_dir)
     train_seconds = sum(row.get("seconds", 0.0) for row in history)

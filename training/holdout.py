@@ -15,10 +15,9 @@ import json
 import time
 
 import numpy as np
-import torch
 
 from openset.config import Config
-from openset.data import OpenSetData, Split, open_set_data
+from openset.data import OpenSetData, Split, open_set_data, remap_classes, select_classes
 from openset.metrics import auroc
 from openset.models import extract_features
 from openset.scores import KNN, CentroidDistance, Combined, build_detectors
@@ -28,13 +27,8 @@ WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
 
 def _only(split: Split, keep: list[int], remap: bool) -> Split:
-    mask = torch.isin(split.labels, torch.tensor(keep))
-    part = split.subset(torch.nonzero(mask).squeeze(1))
-    if not remap:
-        return part
-    lookup = torch.full((max(keep) + 1,), -1, dtype=torch.long)
-    lookup[keep] = torch.arange(len(keep))
-    return Split(part.images, lookup[part.labels])
+    part = select_classes(split, tuple(keep), keep=True)
+    return remap_classes(part, tuple(keep)) if remap else part
 
 
 def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, float]:

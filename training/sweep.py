@@ -25,6 +25,7 @@ from openset.data import open_set_data
 from openset.metrics import auroc
 from openset.models import extract_features
 from openset.scores import build_detectors
+from training.train import fit
 
 COLUMNS = ["config", "params", "epochs", "best_val_acc", "test_acc", "open_set_auroc", "train_seconds"]
 
@@ -52,8 +53,6 @@ def config_paths(items: list[str]) -> list[Path]:
 
 def run_trial(cfg: Config, root: str | None = None) -> dict:
     """Train one config and measure it; returns a row of the results table plus its history."""
-    from training.train import fit
-
     start = time.perf_counter()
     data = open_set_data(cfg.data, cfg.seed, root)
     model, history = fit(cfg, data, root)

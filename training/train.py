@@ -22,6 +22,7 @@ from openset.config import Config, OptimConfig
 from openset.data import OpenSetData, Split, load_dataset, open_set_data
 from openset.models import build_model
 from openset.negatives import NegativeSampler, augment
+from training.pipeline import write_artifacts
 
 OPTIMIZERS = {
     "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay),
@@ -178,8 +179,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> Path:
-    from training.pipeline import write_artifacts
-
     started = time.perf_counter()
     cfg = Config.from_json(args.config)
     if args.epochs is not None:

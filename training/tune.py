@@ -23,6 +23,7 @@ import optuna
 from openset.artifacts import atomic_write_bytes, atomic_write_json
 from openset.config import Config, ConfigError
 from openset.data import open_set_data
+from training.train import fit
 
 
 def load_tune_file(path: str | Path) -> tuple[Config, dict, int]:
@@ -69,8 +70,6 @@ def suggest(trial: optuna.Trial, space: dict) -> dict:
 
 
 def objective_factory(base: Config, space: dict, data_cache: dict, root: str | None, epochs: int | None):
-    from training.train import fit
-
     def objective(trial: optuna.Trial) -> float:
         overrides = suggest(trial, space)
         cfg = base.override(**overrides)

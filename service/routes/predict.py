@@ -13,15 +13,14 @@ from starlette.exceptions import HTTPException
 from service.errors import validation_message
 from service.guards import ready_runtime
 from service.preprocess import MEDIA_TYPES, InputError, decode, from_array, mnist_like
-from service.runtime import ModelRuntime, Prediction
+from service.runtime import ModelRuntime, Prediction, off_the_loop
 from service.schemas import ArrayBatch, ArrayImage, BatchResponse, ErrorResponse, PredictResponse
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 503)}
-# Work this large leaves the event loop (so health checks and small requests keep flowing).
+# Uploads this large are decoded off the event loop (so health checks and small requests keep flowing).
 OFFLOAD_BYTES = 256 * 1024
-OFFLOAD_IMAGES = 32
 
 
 def _request_body(json_model: type, many: bool) -> dict:
@@ -96,10 +95,7 @@ async def read_images(request: Request, many: bool) -> np.ndarray:
 
 
 async def _predict(request: Request, runtime: ModelRuntime, images: np.ndarray) -> list[Prediction]:
-    if len(images) > OFFLOAD_IMAGES:
-        predictions = await run_in_threadpool(runtime.predict, images)
-    else:
-        predictions = runtime.predict(images)
+    predictions = await off_the_loop(runtime.predict, images)
     request.app.state.metrics.observe_predictions([p.label for p in predictions])
     return predictions
 

@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 import openset
 from openset.contract import INPUT, OUTPUTS
 from service.errors import ServiceError
 from service.guards import ready_runtime
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, off_the_loop
 
 HEADER_LENGTH = "inference-header-content-length"
 LABEL = "label"
@@ -249,7 +248,7 @@ async def _infer(request: Request, runtime: ModelRuntime) -> Response:
     images = read_input(payload, binary, settings.max_batch)
     names = [*OUTPUTS, LABEL]
     wanted = requested_outputs(payload, names)
-    values: dict[str, Any] = await run_in_threadpool(runtime.run, images) if len(images) > 32 else runtime.run(images)
+    values: dict[str, Any] = await off_the_loop(runtime.run, images)
     values[LABEL] = runtime.labels(values["probs"], values["score"])
     request.app.state.metrics.observe_predictions(values[LABEL])
     return build_response(runtime, payload, values, wanted)
