@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -44,9 +44,13 @@ class Normalization(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    arch: Literal["mlp"] = "mlp"
-    # Widths of the hidden layers; () is multinomial logistic regression on the pixels.
+    # "mlp": fully connected layers on the pixels; "cnn": a small residual CNN (seed 002) whose
+    # pooled features then go through the same ``hidden`` layers.
+    arch: Literal["mlp", "cnn"] = "mlp"
+    # Widths of the hidden layers; () is multinomial logistic regression on the pixels (mlp).
     hidden: tuple[int, ...] = (512, 256)
+    # cnn only: channels of the residual stages; every stage after the first halves the resolution.
+    channels: tuple[PositiveInt, ...] = Field((32, 64), min_length=1)
     activation: Literal["relu", "sigmoid", "tanh", "leaky_relu"] = "relu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     batch_norm: bool = True

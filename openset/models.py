@@ -1,4 +1,5 @@
-"""The open-set MLP: one embedding, a softmax head over the known classes and a sigmoid known-class head."""
+"""The open-set network: a backbone (MLP or small residual CNN) gives one embedding, read by a softmax head over
+the known classes and a sigmoid known-class head."""
 
 from __future__ import annotations
 
@@ -26,27 +27,66 @@ class ModelOutput(NamedTuple):
     head_logits: torch.Tensor  # [N, 1] single head, or [N, K] one-vs-rest heads
 
 
-class OpenSetMLP(nn.Module):
+def _dense_layers(cfg: ModelConfig, width: int) -> tuple[list[nn.Module], int]:
+    layers: list[nn.Module] = []
+    for hidden in cfg.hidden:
+        layers.append(nn.Linear(width, hidden, bias=not cfg.batch_norm))
+        if cfg.batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers.append(ACTIVATIONS[cfg.activation]())
+        if cfg.dropout:
+            layers.append(nn.Dropout(cfg.dropout))
+        width = hidden
+    return layers, width
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a shortcut (He et al. 2016); ``stride`` 2 halves the size."""
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int, activation: str, dropout: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False), nn.BatchNorm2d(channels_out),
+            ACTIVATIONS[activation](), nn.Dropout2d(dropout) if dropout else nn.Identity(),
+            nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False), nn.BatchNorm2d(channels_out),
+        )
+        self.shortcut = nn.Identity() if stride == 1 and channels_in == channels_out else nn.Sequential(
+            nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), nn.BatchNorm2d(channels_out))
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.body(x) + self.shortcut(x))
+
+
+def mlp_backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
+    layers, width = _dense_layers(cfg, 28 * 28)
+    return nn.Sequential(nn.Flatten(), *layers), width
+
+
+def cnn_backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
+    """A stem convolution, one residual block per stage, global average pooling, then the dense layers."""
+    stem = cfg.channels[0]
+    layers: list[nn.Module] = [nn.Conv2d(1, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem),
+                               ACTIVATIONS[cfg.activation]()]
+    for stage, (channels_in, channels_out) in enumerate(zip((stem, *cfg.channels[:-1]), cfg.channels, strict=True)):
+        layers.append(ResidualBlock(channels_in, channels_out, 1 if stage == 0 else 2, cfg.activation, cfg.dropout))
+    dense, width = _dense_layers(cfg, cfg.channels[-1])
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), *dense), width
+
+
+BACKBONES = {"mlp": mlp_backbone, "cnn": cnn_backbone}
+
+
+class OpenSetNet(nn.Module):
     """Input ``[N, 1, 28, 28]`` in [0, 1]; normalisation is part of the model (and of its ONNX graph)."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(cfg.normalization.mean))
         self.register_buffer("std", torch.tensor(cfg.normalization.std))
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = 28 * 28
-        for hidden in cfg.hidden:
-            layers.append(nn.Linear(width, hidden, bias=not cfg.batch_norm))
-            if cfg.batch_norm:
-                layers.append(nn.BatchNorm1d(hidden))
-            layers.append(ACTIVATIONS[cfg.activation]())
-            if cfg.dropout:
-                layers.append(nn.Dropout(cfg.dropout))
-            width = hidden
-        self.backbone = nn.Sequential(*layers)
-        self.embedding_dim = width
-        self.classifier = nn.Linear(width, num_classes)
-        self.known_head = nn.Linear(width, num_classes if cfg.known_head == "per_class" else 1)
+        self.backbone, self.embedding_dim = BACKBONES[cfg.arch](cfg)
+        self.classifier = nn.Linear(self.embedding_dim, num_classes)
+        self.known_head = nn.Linear(self.embedding_dim, num_classes if cfg.known_head == "per_class" else 1)
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
         embedding = self.backbone((images - self.mean) / self.std)
@@ -54,8 +94,8 @@ class OpenSetMLP(nn.Module):
         return ModelOutput(self.classifier(embedding), embedding, head_logits.max(dim=1).values, head_logits)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> OpenSetMLP:
-    return OpenSetMLP(cfg, num_classes)
+def build_model(cfg: ModelConfig, num_classes: int) -> OpenSetNet:
+    return OpenSetNet(cfg, num_classes)
 
 
 @torch.no_grad()

@@ -13,18 +13,22 @@ from openset.models import build_model, extract_features
 from openset.scores import KNN, CentroidDistance, Combined
 from training.evaluate import run_onnx
 
+MLP = ModelConfig(hidden=(16,))
+CNN = ModelConfig(arch="cnn", channels=(4, 8), hidden=(16,))
 DISTANCES = {
-    "euclidean centroids": (CentroidDistance("euclidean"), "euclidean"),
-    "cosine centroids": (CentroidDistance("cosine"), "cosine"),
-    "cosine prototypes": (CentroidDistance("cosine", per_class=4), "cosine"),
-    "knn": (KNN(k=3, bank=40), "cosine"),
+    "euclidean centroids": (CentroidDistance("euclidean"), "euclidean", MLP),
+    "cosine centroids": (CentroidDistance("cosine"), "cosine", MLP),
+    "cosine prototypes": (CentroidDistance("cosine", per_class=4), "cosine", MLP),
+    "knn": (KNN(k=3, bank=40), "cosine", MLP),
+    "residual cnn, knn": (KNN(k=3, bank=40), "cosine", CNN),  # the same contract from the other backbone
 }
 
 
-def tiny_module(distance, metric, seed=0):
+def tiny_module(distance, metric, model_cfg=MLP, seed=0):
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(hidden=(16,)), num_classes=3).eval()
-    images = torch.rand(60, 1, 28, 28)
+    model = build_model(model_cfg, num_classes=3).eval()
+    # Per-image contrast: uniform noise alone pools to nearly one CNN embedding, a degenerate fit.
+    images = torch.rand(60, 1, 28, 28) * torch.linspace(0.1, 1.0, 60).view(60, 1, 1, 1)
     labels = np.arange(60) % 3
     feats = extract_features(model, images)
     combined = Combined(head_weight=0.4, distance=distance).fit_features(feats, labels)
@@ -48,7 +52,8 @@ def test_onnx_matches_torch_for_any_batch_size(exported, batch):
     ours, theirs = run_torch(module, images), run_onnx(session, images.numpy())
     for name in OUTPUTS:
         assert theirs[name].shape[0] == batch
-        np.testing.assert_allclose(theirs[name], ours[name], atol=1e-5, rtol=1e-5)
+        # float32 kernels differ between torch and ONNX Runtime (convolutions most): parity to 1e-4
+        np.testing.assert_allclose(theirs[name], ours[name], atol=1e-4, rtol=1e-4)
 
 
 def test_graph_outputs_equal_the_numpy_scores(exported):

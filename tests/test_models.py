@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from openset.config import ModelConfig
-from openset.models import ACTIVATIONS, build_model, extract_features
+from openset.models import ACTIVATIONS, ResidualBlock, build_model, extract_features
 
 
 @pytest.mark.parametrize("hidden", [(), (16,), (32, 16, 8)])
@@ -35,3 +35,25 @@ def test_extract_features_matches_forward_in_eval_mode():
     assert model.training  # restored
     model.eval()
     torch.testing.assert_close(torch.as_tensor(feats.logits).float(), model(images).logits)
+
+
+@pytest.mark.parametrize("channels, hidden", [((4,), ()), ((4, 8), (16,)), ((4, 8, 8), ())])
+def test_cnn_backbone_shapes(channels, hidden):
+    model = build_model(ModelConfig(arch="cnn", channels=channels, hidden=hidden), num_classes=5).eval()
+    out = model(torch.rand(3, 1, 28, 28))
+    assert out.logits.shape == (3, 5) and out.known_logit.shape == (3,)
+    assert out.embedding.shape == (3, hidden[-1] if hidden else channels[-1])
+
+
+def test_cnn_stages_are_residual_and_downsample():
+    model = build_model(ModelConfig(arch="cnn", channels=(4, 8), hidden=()), num_classes=5).eval()
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 2
+    assert isinstance(blocks[0].shortcut, torch.nn.Identity)  # same width, same size: identity shortcut
+    x = torch.rand(2, 4, 28, 28)
+    assert blocks[1](x).shape == (2, 8, 14, 14)  # the second stage halves the resolution
+
+
+def test_cnn_needs_channels():
+    with pytest.raises(ValueError):
+        ModelConfig(arch="cnn", channels=())

@@ -17,21 +17,42 @@ def test_shipped_tune_file_is_valid():
     assert "optim.lr" in space and trials >= 10
 
 
-def test_tune_searches_the_space_and_writes_the_best_config(tmp_path, data_dir):
-    spec = {"base": {"model": {"hidden": [16], "dropout": 0.0}, "optim": {"epochs": 1, "batch_size": 512}},
-            "trials": 3,
-            "space": {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True},
-                      "model.hidden": {"choices": [[8], [16]]}}}
-    (tmp_path / "tune.json").write_text(json.dumps(spec))
-    study = main(Namespace(tune_file=str(tmp_path / "tune.json"), out=str(tmp_path / "out"), trials=None,
-                           epochs=None, data_dir=str(data_dir), seed=0))
-    assert len(study.trials) == 3
-    best = json.loads((tmp_path / "out" / "best.json").read_text())
-    assert best["value"] == max(t.value for t in study.trials if t.value is not None)
+TINY = {"base": {"model": {"hidden": [16], "dropout": 0.0}, "optim": {"epochs": 1, "batch_size": 512}},
+        "trials": 3,
+        "space": {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                  "model.hidden": {"choices": [[8], [16]]}}}
+
+
+def check_tune_output(out, rows):
+    assert len(rows) == 3
+    best = json.loads((out / "best.json").read_text())
+    assert best["value"] == max(r["value"] for r in rows if r["state"] == "complete")
     assert 1e-4 <= best["overrides"]["optim"]["lr"] <= 1e-2
-    config = Config.from_json(tmp_path / "out" / "best-config.json")
+    config = Config.from_json(out / "best-config.json")
     assert list(config.model.hidden) in ([8], [16])
-    assert (tmp_path / "out" / "trials.md").read_text().count("\n") == 5
+    assert config.optim.lr == best["overrides"]["optim"]["lr"]
+    assert (out / "trials.md").read_text().count("\n") == 5
+
+
+def test_tune_searches_the_space_and_writes_the_best_config(tmp_path, data_dir):
+    (tmp_path / "tune.json").write_text(json.dumps(TINY))
+    rows = main(Namespace(tune_file=str(tmp_path / "tune.json"), out=str(tmp_path / "out"), trials=None,
+                          epochs=None, data_dir=str(data_dir), seed=0))
+    check_tune_output(tmp_path / "out", rows)
+
+
+def test_tune_on_a_local_ray_instance(tmp_path, data_dir):
+    import ray
+
+    (tmp_path / "tune.json").write_text(json.dumps(TINY))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = main(Namespace(tune_file=str(tmp_path / "tune.json"), out=str(tmp_path / "out"), trials=None,
+                              epochs=None, data_dir=str(data_dir), seed=0, ray_address="auto"))
+    finally:
+        ray.shutdown()
+    assert all(r["state"] == "complete" for r in rows)  # one epoch: nothing to prune
+    check_tune_output(tmp_path / "out", rows)
 
 
 @pytest.mark.parametrize("spec, fragment", [

@@ -10,6 +10,9 @@ A tune file names a base config and the space to search, as dotted config fields
 The objective is the best validation accuracy of the known classes; a median pruner stops trials
 that fall behind after their first epochs. The result: the best overrides, a table of all trials and
 the best config as JSON, ready for ``openset train``.
+
+With ``--ray-address`` the same search runs as Ray Tune trials on a cluster: Optuna's TPE sampler
+proposes (``OptunaSearch``), an ASHA scheduler stops the laggards, and the same files are written.
 """
 
 from __future__ import annotations
@@ -53,20 +56,32 @@ def load_tune_file(path: str | Path) -> tuple[Config, dict, int]:
     return config, spec["space"], int(spec.get("trials", 20))
 
 
-def suggest(trial: optuna.Trial, space: dict) -> dict:
-    """The trial's values as ``Config.override`` sections."""
+def overrides_from(space: dict, values: dict) -> dict:
+    """Sampled ``values`` (an index for a choice) as ``Config.override`` sections."""
     sections: dict[str, dict] = {}
     for key, domain in space.items():
         section, _, field = key.partition(".")
-        if "choices" in domain:
-            # Optuna's categorical values must be scalars: choose an index, keep the value.
-            value = domain["choices"][trial.suggest_categorical(key, list(range(len(domain["choices"]))))]
-        elif isinstance(domain["low"], int) and isinstance(domain["high"], int) and not domain.get("log"):
-            value = trial.suggest_int(key, domain["low"], domain["high"])
-        else:
-            value = trial.suggest_float(key, domain["low"], domain["high"], log=bool(domain.get("log")))
+        value = domain["choices"][values[key]] if "choices" in domain else values[key]
         sections.setdefault(section, {})[field] = value
     return sections
+
+
+def _is_int_range(domain: dict) -> bool:
+    return isinstance(domain["low"], int) and isinstance(domain["high"], int) and not domain.get("log")
+
+
+def suggest(trial: optuna.Trial, space: dict) -> dict:
+    """The trial's values as ``Config.override`` sections."""
+    values = {}
+    for key, domain in space.items():
+        if "choices" in domain:
+            # Optuna's categorical values must be scalars: choose an index, keep the value.
+            values[key] = trial.suggest_categorical(key, list(range(len(domain["choices"]))))
+        elif _is_int_range(domain):
+            values[key] = trial.suggest_int(key, domain["low"], domain["high"])
+        else:
+            values[key] = trial.suggest_float(key, domain["low"], domain["high"], log=bool(domain.get("log")))
+    return overrides_from(space, values)
 
 
 def objective_factory(base: Config, space: dict, data_cache: dict, root: str | None, epochs: int | None):
@@ -91,19 +106,56 @@ def objective_factory(base: Config, space: dict, data_cache: dict, root: str | N
     return objective
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Hyper-parameter search with Optuna", add_help=add_help)
-    parser.add_argument("tune_file", help="JSON with 'base', 'space' and 'trials'")
-    parser.add_argument("--out", required=True, help="folder for best.json, trials.md and best-config.json")
-    parser.add_argument("--trials", type=int, default=None, help="override the tune file's trial count")
-    parser.add_argument("--epochs", type=int, default=None, help="override every trial's epochs (quick runs)")
-    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed")
-    return parser
+def run_on_ray(base: Config, space: dict, trials: int, args: argparse.Namespace) -> list[dict]:
+    """The search as Ray Tune trials (one CPU each); a Ray instance already started here is used as it is."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    if not ray.is_initialized():
+        ray.init(address=None if args.ray_address == "local" else args.ray_address, log_to_driver=False)
+    epochs = args.epochs or base.optim.epochs
+    param_space = {}
+    for key, domain in space.items():
+        if "choices" in domain:
+            param_space[key] = tune.choice(list(range(len(domain["choices"]))))
+        elif _is_int_range(domain):
+            param_space[key] = tune.randint(domain["low"], domain["high"] + 1)
+        else:
+            param_space[key] = (tune.loguniform if domain.get("log") else tune.uniform)(domain["low"], domain["high"])
+
+    def trainable(values: dict) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one CPU per trial, as requested below
+        cfg = base.override(**overrides_from(space, values)).override(optim={"epochs": epochs})
+        fit(cfg, open_set_data(cfg.data, cfg.seed, args.data_dir), args.data_dir,
+            on_epoch=lambda row: tune.report({"val_acc": row["val_acc"], "epoch": row["epoch"]}))
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric="val_acc", mode="max", num_samples=trials,
+            search_alg=OptunaSearch(seed=args.seed),
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=1)),
+        run_config=tune.RunConfig(storage_path=str((Path(args.out) / "ray").resolve()), verbose=0),
+    )
+    rows = []
+    for result in tuner.fit():
+        if result.error:
+            raise RuntimeError(f"Ray trial failed: {result.error}")
+        history = result.metrics_dataframe
+        values = {key: result.config[key] for key in space}
+        state = "complete" if int(history["epoch"].max()) >= epochs else "pruned"
+        rows.append({"state": state, "value": float(history["val_acc"].max()), "params": values,
+                     "overrides": overrides_from(space, values)})
+        print(f"trial {len(rows)}: {state} on Ray val {rows[-1]['value']:.4f} {values}", flush=True)
+    return rows
 
 
-def main(args: argparse.Namespace) -> optuna.Study:
-    base, space, trials = load_tune_file(args.tune_file)
+def run_locally(base: Config, space: dict, trials: int, args: argparse.Namespace) -> list[dict]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
@@ -112,19 +164,43 @@ def main(args: argparse.Namespace) -> optuna.Study:
         value = f"val {trial.value:.4f}" if trial.value is not None else ""
         print(f"trial {trial.number + 1}: {trial.state.name.lower()} {value} {trial.params}", flush=True)
 
-    study.optimize(objective_factory(base, space, {}, args.data_dir, args.epochs),
-                   n_trials=args.trials or trials, callbacks=[progress])
+    study.optimize(objective_factory(base, space, {}, args.data_dir, args.epochs), n_trials=trials,
+                   callbacks=[progress])
+    # A pruned trial has no final value: it cannot be the best one.
+    return [{"state": t.state.name.lower(), "value": t.value, "params": t.params,
+             "overrides": t.user_attrs.get("overrides")} for t in study.trials]
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Hyper-parameter search with Optuna", add_help=add_help)
+    parser.add_argument("tune_file", help="JSON with 'base', 'space' and 'trials'")
+    parser.add_argument("--out", required=True, help="folder for best.json, trials.md and best-config.json")
+    parser.add_argument("--trials", type=int, default=None, help="override the tune file's trial count")
+    parser.add_argument("--epochs", type=int, default=None, help="override every trial's epochs (quick runs)")
+    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed")
+    parser.add_argument("--ray-address", default=None,
+                        help="run the trials with Ray Tune on this cluster ('auto', 'ray://host:10001', or 'local')")
+    return parser
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    """Run the search; returns one row per trial (state, value, params, overrides)."""
+    base, space, trials = load_tune_file(args.tune_file)
+    search = run_on_ray if getattr(args, "ray_address", None) else run_locally
+    rows = search(base, space, args.trials or trials, args)
+    complete = [(number, row) for number, row in enumerate(rows, 1) if row["state"] == "complete"]
+    if not complete:
+        raise RuntimeError("no trial completed; nothing to choose from")
+    number, best = max(complete, key=lambda item: item[1]["value"])
     out = Path(args.out)
-    best = study.best_trial
-    best_config = base.override(**best.user_attrs["overrides"])
-    atomic_write_json(out / "best.json", {"value": best.value, "overrides": best.user_attrs["overrides"],
-                                          "trial": best.number})
-    atomic_write_json(out / "best-config.json", best_config.to_dict())
+    atomic_write_json(out / "best.json", {"value": best["value"], "overrides": best["overrides"], "trial": number})
+    atomic_write_json(out / "best-config.json", base.override(**best["overrides"]).to_dict())
     lines = ["| trial | state | best val acc | parameters |", "|---|---|---|---|"]
-    for t in study.trials:
-        value = f"{t.value:.4f}" if t.value is not None else "—"
-        lines.append(f"| {t.number + 1} | {t.state.name.lower()} | {value} | {json.dumps(t.params)} |")
+    for n, row in enumerate(rows, 1):
+        value = f"{row['value']:.4f}" if row["value"] is not None else "—"
+        lines.append(f"| {n} | {row['state']} | {value} | {json.dumps(row['params'])} |")
     atomic_write_bytes(out / "trials.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
-    print(f"best: trial {best.number + 1}, val {best.value:.4f}, {best.user_attrs['overrides']}")
-    return study
+    print(f"best: trial {number}, val {best['value']:.4f}, {best['overrides']}")
+    return rows
