@@ -6,6 +6,7 @@ corrupt or breaks the contract stops the server at start-up with a one-line reas
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -17,8 +18,9 @@ from fastapi.middleware.cors import CORSMiddleware
 import openset
 from service.errors import install_error_handlers
 from service.guards import BodyLimitMiddleware, api_key_dependency
+from service.lifecycle import ModelPinMiddleware, install_sighup, model_version, publish
 from service.observability import AccessMiddleware, Metrics, configure_logging
-from service.routes import ops, predict, v2
+from service.routes import admin, ops, predict, v2
 from service.runtime import ModelLoadError, ModelRuntime
 from service.settings import Settings, get_settings
 
@@ -33,11 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         runtime = ModelRuntime(settings.model_dir, settings.onnx_threads).load()
-        app.state.runtime = runtime
-        metrics.model_info.labels(runtime.name, runtime.version, runtime.meta["onnx_sha256"],
-                                  str(runtime.threshold)).set(1)
-        log.info(json.dumps({"event": "model_loaded", "name": runtime.name, "version": runtime.version,
+        publish(app, runtime)
+        log.info(json.dumps({"event": "model_loaded", "model": model_version(runtime),
                              "threshold": runtime.threshold, "model_dir": str(settings.model_dir)}))
+        install_sighup(app)
         yield
 
     app = FastAPI(title="openset", version=openset.__version__, lifespan=lifespan,
@@ -45,14 +46,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = ModelRuntime(settings.model_dir)  # not ready until the lifespan loads it
+    app.state.reload_lock = asyncio.Lock()
     secured = [Depends(api_key_dependency(settings.api_key.get_secret_value()))] if settings.api_key else []
     app.include_router(predict.router, dependencies=secured)
     app.include_router(v2.health)
     app.include_router(v2.models, dependencies=secured)
     app.include_router(ops.router)
+    if settings.admin_key:
+        admin_key = settings.admin_key.get_secret_value()
+        app.include_router(admin.router, dependencies=[Depends(api_key_dependency(admin_key))])
     install_error_handlers(app)
-    # The last added runs first: access log/metrics see everything; CORS headers reach even the 413s.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # The last added runs first: access log/metrics see everything; CORS headers reach even the 413s;
+    # every response, errors included, names the model that answered.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(ModelPinMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"])
@@ -71,6 +78,8 @@ def serve() -> None:
     except ModelLoadError as err:
         print(f"openset-serve: cannot start: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to graceful_timeout), then exits.
     uvicorn.run("service.main:create_app", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_level=settings.log_level, access_log=False,
-                timeout_keep_alive=30)
+                timeout_keep_alive=30, timeout_graceful_shutdown=settings.graceful_timeout,
+                limit_concurrency=settings.max_connections, http="service.protocol:DeadlineHttpToolsProtocol")

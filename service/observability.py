@@ -28,6 +28,8 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
         self.model_info = Gauge("openset_model_info", "The served model (value 1)",
                                 ["name", "version", "sha256", "threshold"], registry=self.registry)
+        self.reloads = Counter("openset_model_reloads_total", "Hot reloads by result (ok, refused)",
+                               ["result"], registry=self.registry)
 
     def observe_predictions(self, labels: list[str]) -> None:
         self.batch_size.observe(len(labels))

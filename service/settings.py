@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     # Images with more pixels than this are refused before decoding (decompression bombs).
     max_image_pixels: int = Field(40_000_000, ge=784)
     api_key: SecretStr | None = None
+    # Enables POST /admin/reload (hot reload of model_dir); without it the admin API is not mounted.
+    admin_key: SecretStr | None = None
+    # Slow clients: the request head and the body must each arrive within these many seconds (408).
+    header_timeout: float = Field(10.0, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
+    # On SIGTERM: stop accepting, let in-flight requests finish for at most this long.
+    graceful_timeout: float = Field(30.0, gt=0)
+    # Open connections + in-flight requests above this get 503 at once instead of queueing.
+    max_connections: int = Field(1024, ge=1)
     # Comma-separated in the environment; empty = CORS closed.
     cors_origins: Annotated[list[str], NoDecode] = []
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"

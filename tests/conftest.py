@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -69,18 +70,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(shipped_model_dir):
-    """The real server (``openset-serve``, uvicorn) on a free loopback port; yields its base URL."""
+@contextlib.contextmanager
+def running_server(model_dir: Path, **settings: str):
+    """``openset-serve`` (uvicorn) on a free loopback port with ``OPENSET_*`` settings; yields (url, process).
+    The server's stderr (its JSON logs) goes to a file, ``process.log``, read with ``process.log.read_text()``."""
     import subprocess
     import sys
+    import tempfile
     import time
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "OPENSET_MODEL_DIR": str(shipped_model_dir), "OPENSET_PORT": str(port),
-           "OPENSET_HOST": "127.0.0.1", "OPENSET_LOG_LEVEL": "warning"}
-    process = subprocess.Popen([str(Path(sys.executable).parent / "openset-serve")], env=env)
+    env = {**os.environ, "OPENSET_MODEL_DIR": str(model_dir), "OPENSET_PORT": str(port),
+           "OPENSET_HOST": "127.0.0.1", "OPENSET_LOG_LEVEL": "warning",
+           **{f"OPENSET_{key.upper()}": value for key, value in settings.items()}}
+    log = Path(tempfile.mkstemp(prefix="openset-serve-", suffix=".log")[1])
+    with log.open("w") as stderr:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "openset-serve")], env=env, stderr=stderr)
+    process.log = log
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -92,7 +99,16 @@ def live_server(shipped_model_dir):
                 time.sleep(0.1)
         else:
             pytest.fail("the server did not become ready")
-        yield url
+        yield url, process
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)
+        log.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def live_server(shipped_model_dir):
+    """The real server with the shipped model; yields its base URL."""
+    with running_server(shipped_model_dir) as (url, _):
+        yield url
