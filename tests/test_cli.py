@@ -34,8 +34,11 @@ def trained(tmp_path_factory, data_dir):
     config = tmp / "tiny.json"
     config.write_text(json.dumps(cfg.to_dict()))
     out = tmp / "model"
-    result = run("train", "--config", str(config), "--out", str(out), data_dir=data_dir)
+    # Not the default runs/checkpoints/<name>: a real run of the same config name may be using it.
+    result = run("train", "--config", str(config), "--out", str(out), "--checkpoint-dir", str(tmp / "checkpoints"),
+                 data_dir=data_dir)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert not (tmp / "checkpoints").exists()  # deleted once the artefacts are written
     return tmp, out
 
 

@@ -7,6 +7,7 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -40,9 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"openset {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"openset {args.command}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        # A command may say what was kept and how to go on (``openset train``: "after epoch 3/20; ...").
+        detail = f" {err}" if str(err) else "; nothing was written"
+        print(f"openset {args.command}: interrupted{detail}", file=sys.stderr)
+        return 128 + getattr(err, "signum", signal.SIGINT)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM
     return 0
 
 

@@ -1,14 +1,18 @@
 """Train the open-set MLP, then fit its scores, calibrate, evaluate and export (``openset train``).
 
 Laid out like torchvision's reference scripts: ``get_args_parser()``, ``main(args)``, and a
-plain loop of ``train_one_epoch`` / ``evaluate`` you can read top to bottom.
+plain loop of ``train_one_epoch`` / ``evaluate`` you can read top to bottom. The state after every
+epoch goes to a checkpoint outside ``--out`` (:mod:`training.checkpoints`) for ``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +26,16 @@ from openset.config import Config, OptimConfig
 from openset.data import OpenSetData, Split, load_dataset, open_set_data
 from openset.models import build_model
 from openset.negatives import NegativeSampler, augment
+from training.checkpoints import (
+    TrainingInterrupted,
+    TrainState,
+    checkpoint_path,
+    epoch_saved_since,
+    file_identity,
+    load_checkpoint,
+    raise_on_sigterm,
+    save_checkpoint,
+)
 from training.pipeline import write_artifacts
 
 OPTIMIZERS = {
@@ -132,11 +146,14 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 4096) -> dict[str
 
 
 def fit(
-    cfg: Config, data: OpenSetData, root: str | None = None, on_epoch: Callable[[dict], None] | None = None
+    cfg: Config, data: OpenSetData, root: str | None = None, on_epoch: Callable[[dict], None] | None = None,
+    checkpoint: Path | None = None, resume: dict | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Train with the config; return the best-validation model (known classes only) and the history.
 
     ``on_epoch`` sees each epoch's row (e.g. to prune a hyper-parameter trial); it may raise to stop.
+    ``checkpoint``: write the whole training state there after every epoch (before ``on_epoch``);
+    ``resume``: a loaded checkpoint (:func:`training.checkpoints.load_checkpoint`) to continue from.
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -144,18 +161,23 @@ def fit(
     sampler = NegativeSampler(cfg.negatives, negative_pool(cfg, data, root))
     steps = cfg.optim.epochs * -(-len(data.train) // cfg.optim.batch_size)
     optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
-    history: list[dict] = []
-    best_key, best_state = None, None
-    for epoch in range(1, cfg.optim.epochs + 1):
+    state = TrainState(model, optimizer, scheduler, gen)
+    if resume is not None:
+        state.load_state_dict(resume)
+        print(f"resuming after epoch {state.epoch}/{cfg.optim.epochs}", flush=True)
+    for epoch in range(state.epoch + 1, cfg.optim.epochs + 1):
         start = time.perf_counter()
         row = {"epoch": epoch, **train_one_epoch(model, optimizer, scheduler, data.train, sampler, cfg, gen, epoch)}
         val = evaluate(model, data.val)
         row.update(val_loss=val["loss"], val_acc=val["acc"], seconds=time.perf_counter() - start)
-        history.append(row)
+        state.history.append(row)
         # Best checkpoint by known-class validation accuracy, ties broken by validation loss.
         key = (val["acc"], -val["loss"])
-        if best_key is None or key > best_key:
-            best_key, best_state = key, copy.deepcopy(model.state_dict())
+        if state.best_key is None or key > state.best_key:
+            state.best_key, state.best_state = key, copy.deepcopy(model.state_dict())
+        state.epoch = epoch
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, cfg, state)
         print(
             f"epoch {epoch:3d}/{cfg.optim.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  ({row['seconds']:.1f}s)",
@@ -163,8 +185,8 @@ def fit(
         )
         if on_epoch is not None:
             on_epoch(row)
-    model.load_state_dict(best_state)
-    return model.eval(), history
+    model.load_state_dict(state.best_state)
+    return model.eval(), state.history
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -175,6 +197,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs (quick runs)")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
+    parser.add_argument(
+        "--checkpoint-dir", default=None,
+        help="where the training state is saved after every epoch as last.pt (default: "
+             "runs/checkpoints/<config name>); deleted once the artefacts are written",
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted run from its last.pt (same config, --epochs and --seed); the result is "
+             "identical to an uninterrupted run",
+    )
     return parser
 
 
@@ -185,9 +217,37 @@ def main(args: argparse.Namespace) -> Path:
         cfg = cfg.override(optim={"epochs": args.epochs})
     if args.seed is not None:
         cfg = cfg.override(seed=args.seed)
-    data = open_set_data(cfg.data, cfg.seed, args.data_dir)
-    model, history = fit(cfg, data, args.data_dir)
-    return write_artifacts(
-        Path(args.out), cfg, model, history, data, args.data_dir,
-        train_seconds=time.perf_counter() - started, plots_enabled=not args.no_plots,
-    )
+    checkpoint = checkpoint_path(cfg, args.checkpoint_dir)
+    # Checked before the data is loaded, so a wrong --resume fails at once.
+    resume = load_checkpoint(checkpoint, cfg) if args.resume else None
+    if resume is None and checkpoint.exists():
+        print(f"note: starting over; the unfinished run's state in {checkpoint} will be replaced "
+              "(use --resume to continue it)", file=sys.stderr)
+    before = file_identity(checkpoint)
+
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, raise_on_sigterm) if on_main_thread else None
+    try:
+        data = open_set_data(cfg.data, cfg.seed, args.data_dir)
+        model, history = fit(cfg, data, args.data_dir, checkpoint=checkpoint, resume=resume)
+        out = write_artifacts(
+            Path(args.out), cfg, model, history, data, args.data_dir,
+            train_seconds=time.perf_counter() - started, plots_enabled=not args.no_plots,
+        )
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        done = epoch_saved_since(checkpoint, before) or (resume["epoch"] if resume else 0)
+        if done:
+            message = (f"after epoch {done}/{cfg.optim.epochs}; state saved in {checkpoint}, "
+                       f"rerun with --resume to continue")
+        else:
+            message = "before epoch 1 ended; nothing saved"
+        raise TrainingInterrupted(f"{message}; {args.out} not touched", signum) from None
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+    # The run is complete: drop its state so that a later --resume cannot silently reuse it.
+    checkpoint.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        checkpoint.parent.rmdir()  # only if empty
+    return out
