@@ -7,7 +7,7 @@ CONFIG ?= configs/mnist-0to4.json
 # The data root: $OPENSET_DATA_DIR, else ../shared/data where it exists, else torchvision's download cache.
 export OPENSET_DATA_DIR ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 
-.PHONY: install run train evaluate test test-docker lint browser clean
+.PHONY: install run train evaluate test test-docker lint audit browser clean
 
 $(BIN)/openset: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+## audit: known vulnerabilities in the installed dependencies (PyPI's advisory data, via pip-audit)
+audit: install
+	$(BIN)/pip-audit --skip-editable --progress-spinner off
 
 lint: install
 	$(BIN)/ruff check openset training service tests benchmarks

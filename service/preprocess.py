@@ -113,11 +113,18 @@ def from_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def from_array(values) -> np.ndarray:
-    """A ready 28x28 image (nested lists or an array; 0-255 or 0-1) as float32 ``[28, 28]``."""
+    """A ready 28x28 image (nested lists or an array; 0-255 or 0-1) as float32 ``[28, 28]``.
+
+    Only real numbers are pixels: booleans, strings (even "0.5"), complex numbers, dates and objects
+    (``None`` included) are refused, as are ragged lists, other shapes, NaN, infinities and values
+    outside [0, 255]."""
     try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
+        array = np.asarray(values)
+    except (TypeError, ValueError):  # ragged nesting, or nesting deeper than numpy allows
         raise InputError("image array must be numbers", 422) from None
+    if array.dtype.kind not in "iuf":
+        raise InputError("image array must be numbers", 422)
+    array = array.astype(np.float64, copy=False)
     if array.ndim > 2 and all(d == 1 for d in array.shape[:-2]):  # [1, 28, 28] or [1, 1, 28, 28]
         array = array.reshape(array.shape[-2:])
     if array.shape != (SIDE, SIDE):

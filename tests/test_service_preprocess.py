@@ -1,13 +1,25 @@
-"""Preprocessing of real images: MNIST's own procedure, checked with real MNIST digits."""
+"""Preprocessing of real images: MNIST's own procedure, checked with real MNIST digits; and, property-based,
+that any bytes or array gets a decision or a clear client error."""
 
+import asyncio
 import io
+import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
+from starlette.requests import Request
 
 from openset.data import load_dataset
+from service.main import create_app
 from service.preprocess import InputError, centre_of_mass, decode, from_array, from_image_bytes, mnist_like
+from service.routes.predict import read_images
+from service.settings import Settings
 
 MAX_PIXELS = 40_000_000
 
@@ -147,3 +159,228 @@ def test_centre_of_mass_clips_at_the_edges():
     patch[:, 0] = 1
     out = centre_of_mass(patch)
     assert out.sum() == pytest.approx(20)
+
+
+# Property-based tests (hypothesis): every input gets a decision or a clear client error, never
+# anything else. Derandomised, so CI runs the same examples every time.
+
+PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=300,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Pillow warns while it identifies corrupt files (e.g. TIFF's "Truncated File Read"): those end as 400s.
+pillow_chatter = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
+MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I", "F", "I;16", "YCbCr", "HSV"]
+SAVE_AS = ["PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF", "ICO", "PPM", "TGA"]
+EXTREMES = [np.nan, np.inf, -np.inf, -0.0, 5e-324, -5e-324, 1e-300, 255.0, 255.00001, 1.0, 1.0000001, -1e-9,
+            1e308, -1e308, 65504.0, 2.0**63, -(2.0**63)]
+
+
+def assert_image(out: np.ndarray, shape=(28, 28)) -> None:
+    assert out.shape == shape and out.dtype == np.float32
+    assert np.all(np.isfinite(out)) and out.min() >= 0.0 and out.max() <= 1.0
+
+
+def assert_client_error(err: InputError, statuses) -> None:
+    assert err.status in statuses and str(err).strip(), (err.status, str(err))
+
+
+@st.composite
+def image_files(draw) -> bytes:
+    """Encoded images of every mode and container Pillow writes (supported or not), sometimes
+    with odd EXIF orientations or animation, then sometimes truncated, overwritten or spliced."""
+    width, height = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["noise", "flat", "stroke"]))
+    rgba = np.full((height, width, 4), draw(st.integers(0, 255)), np.uint8)
+    if kind == "noise":
+        rgba = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+    elif kind == "stroke":
+        rgba[rng.integers(0, height) :, rng.integers(0, width) :, :3] = 255 - rgba[0, 0, 0]
+    image = Image.fromarray(rgba, mode="RGBA").convert(draw(st.sampled_from(MODES)))
+    fmt = draw(st.sampled_from(SAVE_AS))
+    buffer = io.BytesIO()
+    options = {}
+    if fmt in ("JPEG", "PNG", "WEBP") and draw(st.booleans()):
+        exif = Image.Exif()
+        exif[0x0112] = draw(st.integers(0, 10))  # orientation, valid 1-8
+        options["exif"] = exif.tobytes()
+    if fmt == "GIF" and draw(st.booleans()):
+        options.update(save_all=True, append_images=[image.transpose(Image.Transpose.ROTATE_180)])
+    try:
+        image.save(buffer, fmt, **options)
+    except (OSError, ValueError, KeyError, TypeError):  # a mode this format cannot store
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, fmt)
+    data = bytearray(buffer.getvalue())
+    mutation = draw(st.sampled_from(["none", "none", "truncate", "overwrite", "splice"]))
+    if mutation == "truncate":
+        del data[draw(st.integers(0, len(data) - 1)) :]
+    elif mutation == "overwrite":
+        for _ in range(draw(st.integers(1, 8))):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    elif mutation == "splice":
+        at = draw(st.integers(0, len(data)))
+        data[at:at] = draw(st.binary(min_size=1, max_size=64))
+    return bytes(data)
+
+
+any_bytes = st.one_of(st.binary(max_size=2048), image_files())
+budgets = st.sampled_from([784, 5000, MAX_PIXELS])
+
+
+@pillow_chatter
+@PROPERTY
+@given(data=any_bytes, max_pixels=budgets)
+def test_any_bytes_decode_to_an_image_or_a_client_error(data, max_pixels):
+    try:
+        out = from_image_bytes(data, max_pixels)
+    except InputError as err:
+        assert_client_error(err, {400, 415})
+    else:
+        assert_image(out)
+
+
+def read_upload(data: bytes, media: str, max_pixels: int) -> np.ndarray:
+    """``read_images`` on a request that uploads ``data`` (multipart, or the raw body as ``media``)."""
+    settings_ = Settings(max_image_pixels=max_pixels)
+    if media == "multipart/form-data":
+        boundary = "hypothesis-boundary-7MA4YWxkTrZu0gW"
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="digit"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        media = f"{media}; boundary={boundary}"
+    else:
+        body = data
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "query_string": b"",
+             "headers": [(b"content-type", media.encode())],
+             "app": SimpleNamespace(state=SimpleNamespace(settings=settings_))}
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return asyncio.run(read_images(Request(scope, receive), many=False))
+
+
+@pillow_chatter
+@PROPERTY
+@given(data=any_bytes, media=st.sampled_from(["multipart/form-data", "image/png", "application/octet-stream"]),
+       max_pixels=budgets)
+def test_any_uploaded_file_is_one_image_or_a_client_error(data, media, max_pixels):
+    try:
+        out = read_upload(data, media, max_pixels)
+    except InputError as err:
+        assert_client_error(err, {400, 413, 415, 422})
+    else:
+        assert_image(out, (1, 1, 28, 28))
+
+
+numeric_dtypes = st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes())
+any_dtype = st.one_of(numeric_dtypes, hnp.boolean_dtypes(), hnp.complex_number_dtypes(), hnp.datetime64_dtypes(),
+                      hnp.timedelta64_dtypes(), hnp.unicode_string_dtypes(max_len=4),
+                      hnp.byte_string_dtypes(max_len=4))
+near_shapes = st.sampled_from([(28, 28), (28, 28), (1, 28, 28), (1, 1, 28, 28), (28, 27), (27, 28), (2, 28, 28),
+                               (784,), (28, 28, 1), (0, 28, 28), (1, 0), ()])
+any_shape = st.one_of(near_shapes, hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=6))
+
+
+@st.composite
+def pixel_grids(draw) -> np.ndarray:
+    """Arrays that are mostly pixels in range, of any numeric dtype, with a few extremes planted."""
+    values = draw(hnp.arrays(np.float64, draw(near_shapes), elements=st.floats(0, 255)))
+    if values.size:
+        for _ in range(draw(st.integers(0, 3))):
+            values.flat[draw(st.integers(0, values.size - 1))] = draw(st.sampled_from(EXTREMES))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return values.astype(draw(numeric_dtypes))
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=3))
+nested_lists = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=6), max_leaves=50)
+any_arrays = st.one_of(hnp.arrays(any_dtype, any_shape), pixel_grids(), pixel_grids())
+
+
+@PROPERTY
+@given(values=st.one_of(any_arrays, any_arrays, any_arrays.map(lambda a: a.tolist()), nested_lists))
+def test_any_array_is_an_image_or_a_422(values):
+    try:
+        out = from_array(values)
+    except InputError as err:
+        assert_client_error(err, {422})
+    else:
+        assert_image(out)
+
+
+@PROPERTY
+@given(values=pixel_grids())
+def test_every_real_28x28_grid_in_range_is_accepted(values):
+    """The converse: finite real values in [0, 255], 28x28 (after leading 1s), are never refused."""
+    numbers = values.astype(np.float64)
+    if numbers.size != 784 or values.shape[-2:] != (28, 28) or not np.all(np.isfinite(numbers)) \
+            or numbers.min() < 0 or numbers.max() > 255:
+        return
+    expected = numbers.reshape(28, 28) / (255.0 if numbers.max() > 1 else 1.0)
+    np.testing.assert_allclose(from_array(values), expected, rtol=1e-6, atol=1e-7)
+
+
+# End to end through the app: any JSON body to the prediction endpoints is answered, never a 5xx.
+
+
+@pytest.fixture(scope="module")
+def client(shipped_model_dir):
+    with TestClient(create_app(Settings(model_dir=shipped_model_dir, max_batch=8, log_level="critical"))) as c:
+        yield c
+
+
+@st.composite
+def json_grids(draw) -> list:
+    """Nested lists near a 28x28 image: the right or a nearby size, with junk planted in them."""
+    rows, cols = draw(st.sampled_from([28, 28, 28, 27, 29, 1, 0])), draw(st.sampled_from([28, 28, 28, 27, 29, 0]))
+    grid = [[draw(st.sampled_from([0, 0.5, 1, 128, 255]))] * cols for _ in range(rows)]
+    if rows and cols:
+        for _ in range(draw(st.integers(0, 3))):
+            cell = draw(st.one_of(json_scalars, st.sampled_from(EXTREMES), st.just([]), st.just({})))
+            grid[draw(st.integers(0, rows - 1))][draw(st.integers(0, cols - 1))] = cell
+    return grid
+
+
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=5)
+                           | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=30)
+images_like = st.one_of(json_grids(), json_values)
+tensors_like = st.fixed_dictionaries(
+    {"name": st.one_of(st.sampled_from(["image", "x"]), json_values),
+     "datatype": st.one_of(st.sampled_from(["FP32", "UINT8", "INT8"]), json_values),
+     "shape": st.one_of(st.sampled_from([[1, 28, 28], [1, 1, 28, 28], [2, 28, 28]]), json_values)},
+    optional={"data": st.one_of(json_grids().map(lambda g: [g]), json_values), "parameters": json_values})
+requests_ = st.one_of(
+    st.tuples(st.just("/v1/predict"), st.one_of(st.fixed_dictionaries({"image": images_like}), json_values)),
+    st.tuples(st.just("/v1/predict/batch"),
+              st.one_of(st.fixed_dictionaries({"images": st.lists(images_like, max_size=10)}), json_values)),
+    st.tuples(st.just("/v2/models/mnist-0to4/infer"),
+              st.one_of(st.fixed_dictionaries({"inputs": st.lists(tensors_like, max_size=2)},
+                                              optional={"outputs": json_values, "parameters": json_values,
+                                                        "id": json_values}), json_values)),
+)
+
+
+def assert_answered(response) -> None:
+    assert response.status_code < 500, response.text
+    body = response.json()
+    if response.status_code == 200:
+        assert "model" in body or "model_name" in body
+    else:
+        assert response.status_code in {400, 413, 415, 422} and list(body) == ["error"] and body["error"]
+
+
+@settings(PROPERTY, max_examples=250)
+@given(request=requests_)
+def test_any_json_body_gets_a_decision_or_a_4xx(client, request):
+    path, payload = request
+    body = json.dumps(payload, allow_nan=True)  # NaN and Infinity tokens included
+    assert_answered(client.post(path, content=body, headers={"content-type": "application/json"}))
+
+
+@pillow_chatter
+@settings(PROPERTY, max_examples=150)
+@given(path=st.sampled_from(["/v1/predict", "/v1/predict/batch", "/v2/models/mnist-0to4/infer"]), data=any_bytes,
+       media=st.sampled_from(["image/png", "image/gif", "application/octet-stream", "application/json", "text/plain",
+                              "multipart/form-data", "multipart/form-data; boundary=x", ""]))
+def test_any_raw_body_gets_a_decision_or_a_4xx(client, path, data, media):
+    assert_answered(client.post(path, content=data, headers={"content-type": media} if media else {}))

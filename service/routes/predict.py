@@ -14,11 +14,12 @@ from service.errors import validation_message
 from service.guards import ready_runtime
 from service.preprocess import MEDIA_TYPES, InputError, decode, from_array, mnist_like
 from service.runtime import ModelRuntime, Prediction, off_the_loop
-from service.schemas import ArrayBatch, ArrayImage, BatchResponse, ErrorResponse, PredictResponse
+from service.schemas import ArrayBatch, ArrayImage, BatchResponse, PredictResponse, error_responses
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 503)}
+# 408/413: the body-limit guard; 401: the optional API key; 503: no model loaded yet.
+ERRORS = error_responses(400, 401, 408, 413, 415, 422, 503)
 # Uploads this large are decoded off the event loop (so health checks and small requests keep flowing).
 OFFLOAD_BYTES = 256 * 1024
 
@@ -27,7 +28,7 @@ def _request_body(json_model: type, many: bool) -> dict:
     field = "files" if many else "file"
     binary = {"type": "string", "format": "binary"}
     multipart = {"type": "object", "required": [field],
-                 "properties": {field: {"type": "array", "items": binary} if many else binary}}
+                 "properties": {field: {"type": "array", "items": binary, "minItems": 1} if many else binary}}
     content = {"multipart/form-data": {"schema": multipart},
                "application/json": {"schema": json_model.model_json_schema()}}
     if not many:

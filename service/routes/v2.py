@@ -7,6 +7,7 @@ are a JSON header followed by raw tensors (``Inference-Header-Content-Length``).
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from typing import Any
@@ -20,6 +21,16 @@ from openset.contract import INPUT, OUTPUTS
 from service.errors import ServiceError
 from service.guards import ready_runtime
 from service.runtime import ModelRuntime, off_the_loop
+from service.schemas import (
+    INFER_REQUEST,
+    InferResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+    error_responses,
+)
 
 HEADER_LENGTH = "inference-header-content-length"
 LABEL = "label"
@@ -48,22 +59,25 @@ def tensor_metadata(runtime: ModelRuntime) -> dict[str, list[dict]]:
 
 
 health = APIRouter(prefix="/v2", tags=["v2"])
-models = APIRouter(prefix="/v2/models", tags=["v2"])
+# 401: the optional API key; 404: another model or version; 503: no model loaded yet. The service's own
+# error body also for 422 (FastAPI would document its validation error shape, which is never sent).
+models = APIRouter(prefix="/v2/models", tags=["v2"], responses=error_responses(401, 404, 422, 503))
 
 
-@health.get("/health/live", summary="Liveness")
+@health.get("/health/live", summary="Liveness", response_model=ServerLive)
 async def live() -> dict:
     return {"live": True}
 
 
-@health.get("/health/ready", summary="Readiness: the model is loaded")
+@health.get("/health/ready", summary="Readiness: the model is loaded", response_model=ServerReady,
+            responses=error_responses(503))
 async def ready(request: Request) -> dict:
     if not request.app.state.runtime.ready:
         raise ServiceError("model not loaded", 503)
     return {"ready": True}
 
 
-@health.get("", summary="Server metadata")
+@health.get("", summary="Server metadata", response_model=ServerMetadata)
 async def server_metadata() -> dict:
     return {"name": "openset", "version": openset.__version__, "extensions": ["binary_tensor_data"]}
 
@@ -75,23 +89,23 @@ def _model_metadata(runtime: ModelRuntime) -> dict:
                            "threshold": runtime.threshold, "rule": runtime.meta.get("rule", "")}}
 
 
-@models.get("/{name}", summary="Model metadata")
+@models.get("/{name}", summary="Model metadata", response_model=ModelMetadata)
 async def model_metadata(runtime: ModelRuntime = Depends(get_runtime)) -> dict:
     return _model_metadata(runtime)
 
 
-@models.get("/{name}/versions/{version}", summary="Model metadata (one version)")
+@models.get("/{name}/versions/{version}", summary="Model metadata (one version)", response_model=ModelMetadata)
 async def model_version_metadata(version: str, runtime: ModelRuntime = Depends(get_runtime)) -> dict:
     _check_version(runtime, version)
     return _model_metadata(runtime)
 
 
-@models.get("/{name}/ready", summary="Model readiness")
+@models.get("/{name}/ready", summary="Model readiness", response_model=ModelReady)
 async def model_ready(runtime: ModelRuntime = Depends(get_runtime)) -> dict:
     return {"name": runtime.name, "ready": runtime.ready}
 
 
-@models.get("/{name}/versions/{version}/ready", summary="Model readiness (one version)")
+@models.get("/{name}/versions/{version}/ready", summary="Model readiness (one version)", response_model=ModelReady)
 async def model_version_ready(version: str, runtime: ModelRuntime = Depends(get_runtime)) -> dict:
     _check_version(runtime, version)
     return {"name": runtime.name, "ready": runtime.ready}
@@ -120,6 +134,13 @@ def _parameters(obj: dict) -> dict:
     if not isinstance(value, dict):
         raise ServiceError("'parameters' must be an object", 400)
     return value
+
+
+def _whole(value: Any) -> int | None:
+    """A JSON integer as an int (JSON Schema counts ``2.0`` as one too); None for anything else."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _flag(parameters: dict, key: str, default: bool) -> bool:
@@ -151,27 +172,28 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
 def read_input(payload: dict, binary: bytes, max_batch: int) -> np.ndarray:
     """The one input tensor as float32 ``[N, 1, 28, 28]`` in [0, 1].
 
-    A malformed request is a 400; a well-formed tensor of the wrong shape, type or values a 422.
+    A malformed request is a 400; a well-formed tensor of the wrong shape, type or values a 422; a
+    batch over the limit a 413, but only once the request is known to be well formed.
     """
     inputs = payload["inputs"]
     if len(inputs) != 1 or not isinstance(inputs[0], dict) or inputs[0].get("name") != INPUT:
         raise ServiceError(f"expected exactly one input named {INPUT!r}", 400)
     tensor = inputs[0]
-    datatype, shape = tensor.get("datatype"), tensor.get("shape")
-    if datatype not in DTYPES:
+    datatype, given_shape = tensor.get("datatype"), tensor.get("shape")
+    if not isinstance(datatype, str) or datatype not in DTYPES:  # (a list or an object is not hashable)
         raise ServiceError(f"input datatype must be FP32 or UINT8, got {datatype!r}", 422)
-    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-            and len(shape) in (3, 4) and shape[-2:] == [28, 28] and (len(shape) == 3 or shape[1] == 1)
-            and shape[0] >= 1):
-        raise ServiceError(f"input shape must be [N, 1, 28, 28] or [N, 28, 28], got {shape!r}", 422)
-    if shape[0] > max_batch:
-        raise ServiceError(f"batch of {shape[0]} exceeds the limit of {max_batch}", 413)
-    count, dtype = int(np.prod(shape)), DTYPES[datatype]
-    size = _parameters(tensor).get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or size != count * dtype.itemsize or len(binary) != size:
-            raise ServiceError(f"binary_data_size {size!r} does not match shape {shape} and the body", 400)
-        array = np.frombuffer(binary, dtype=dtype).astype(np.float64)
+    shape = [_whole(d) for d in given_shape] if isinstance(given_shape, list) else None
+    if not (shape and None not in shape and len(shape) in (3, 4) and shape[-2:] == [28, 28]
+            and (len(shape) == 3 or shape[1] == 1) and shape[0] >= 1):
+        raise ServiceError(f"input shape must be [N, 1, 28, 28] or [N, 28, 28], got {given_shape!r}", 422)
+    # The request's structure first (400), then its size (413), then whether the values fit the shape (422).
+    given_size = _parameters(tensor).get("binary_data_size")
+    size = _whole(given_size)
+    if given_size is not None:
+        if size is None or size < 0:
+            raise ServiceError(f"binary_data_size must be a byte count, got {given_size!r}", 400)
+        if "data" in tensor:
+            raise ServiceError("send the input as 'data' or as binary data (binary_data_size), not both", 400)
     else:
         data = tensor.get("data")
         try:
@@ -180,6 +202,14 @@ def read_input(payload: dict, binary: bytes, max_batch: int) -> np.ndarray:
             array = None
         if array is None or array.dtype.kind not in "iuf":  # no strings, booleans or objects
             raise ServiceError("input 'data' must be a (nested) list of numbers", 400)
+    if shape[0] > max_batch:
+        raise ServiceError(f"batch of {shape[0]} exceeds the limit of {max_batch}", 413)
+    count, dtype = math.prod(shape), DTYPES[datatype]
+    if size is not None:
+        if size != count * dtype.itemsize or len(binary) != size:
+            raise ServiceError(f"binary_data_size {size!r} does not match shape {shape} and the body", 400)
+        array = np.frombuffer(binary, dtype=dtype).astype(np.float64)
+    else:
         array = array.astype(np.float64).reshape(-1)
         if array.size != count:
             raise ServiceError(f"input has {array.size} values, shape {shape} needs {count}", 422)
@@ -245,30 +275,40 @@ async def _infer(request: Request, runtime: ModelRuntime) -> Response:
     body = _decompress(await request.body(), request.headers.get("content-encoding", "").lower(),
                        settings.max_body_bytes)
     payload, binary = parse_request(body, request.headers.get(HEADER_LENGTH))
+    wanted = requested_outputs(payload, [*OUTPUTS, LABEL])  # a malformed request is a 400 before any 413
     images = read_input(payload, binary, settings.max_batch)
-    names = [*OUTPUTS, LABEL]
-    wanted = requested_outputs(payload, names)
     values: dict[str, Any] = await off_the_loop(runtime.run, images)
     values[LABEL] = runtime.labels(values["probs"], values["score"])
     request.app.state.metrics.observe_predictions(values[LABEL])
     return build_response(runtime, payload, values, wanted)
 
 
-INFER_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["inputs"],
-    "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
-                   "inputs": {"type": "array", "items": {"type": "object"}},
-                   "outputs": {"type": "array", "items": {"type": "object"}}}}}}}}
+_BINARY = {"type": "string", "format": "binary",
+           "description": f"the JSON request ({HEADER_LENGTH} bytes), then the binary tensors"}
+INFER_DOC = {
+    "parameters": [{"name": HEADER_LENGTH, "in": "header", "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "binary tensor extension: the length of the JSON part of the body"}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST},
+                                                  "application/octet-stream": {"schema": _BINARY}}},
+}
+INFER_RESPONSES = {
+    200: {"description": "the outputs; binary ones after the JSON header (see its length header)",
+          "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+          "headers": {HEADER_LENGTH: {"schema": {"type": "integer"},
+                                      "description": "with binary outputs: the length of the JSON header"}}},
+    **error_responses(400, 408, 413, 415),
+}
 
 
 @models.post("/{name}/infer", summary="Inference (JSON or binary tensors)", openapi_extra=INFER_DOC,
-             response_class=JSONResponse)
+             response_class=JSONResponse, response_model=InferResponse, responses=INFER_RESPONSES)
 async def infer(request: Request, runtime: ModelRuntime = Depends(get_runtime)) -> Response:
     return await _infer(request, runtime)
 
 
 @models.post("/{name}/versions/{version}/infer", summary="Inference (one version)", openapi_extra=INFER_DOC,
-             response_class=JSONResponse)
+             response_class=JSONResponse, response_model=InferResponse, responses=INFER_RESPONSES)
 async def infer_version(request: Request, version: str, runtime: ModelRuntime = Depends(get_runtime)) -> Response:
     _check_version(runtime, version)
     return await _infer(request, runtime)
