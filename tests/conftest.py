@@ -62,6 +62,18 @@ def shipped_runtime(shipped_model_dir):
     return ModelRuntime(shipped_model_dir).load()
 
 
+@pytest.fixture
+def model_copy(tmp_path, shipped_model_dir) -> Path:
+    """A private copy of the shipped model (graph and metadata) whose files a test may break or replace."""
+    import shutil
+
+    target = tmp_path / "model"
+    target.mkdir()
+    for name in ("model.onnx", "model.json"):
+        shutil.copy(shipped_model_dir / name, target / name)
+    return target
+
+
 def free_port() -> int:
     import socket
 

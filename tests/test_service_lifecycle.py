@@ -1,7 +1,6 @@
 """Model lifecycle: hot reload (admin endpoint and SIGHUP), refusal of broken replacements, graceful shutdown."""
 
 import json
-import shutil
 import signal
 import socket
 import threading
@@ -24,13 +23,8 @@ DIGIT = {"image": (np.eye(28) * 255).tolist()}
 
 
 @pytest.fixture
-def model_dir(tmp_path, shipped_model_dir):
-    """A private copy of the shipped model whose files the tests replace."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for name in ("model.onnx", "model.json"):
-        shutil.copy(shipped_model_dir / name, folder / name)
-    return folder
+def model_dir(model_copy):
+    return model_copy
 
 
 def set_version(folder, version: str) -> None:

@@ -1,7 +1,6 @@
 """Model loading: a missing, corrupt or contract-breaking model refuses to load with one line."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +11,6 @@ import pytest
 
 from openset.artifacts import sha256_file
 from service.runtime import ModelLoadError, ModelRuntime
-
-
-@pytest.fixture
-def model_copy(tmp_path, shipped_model_dir):
-    target = tmp_path / "model"
-    target.mkdir()
-    for name in ("model.onnx", "model.json"):
-        shutil.copy(shipped_model_dir / name, target / name)
-    return target
 
 
 def test_loads_and_reads_everything_from_metadata(shipped_model_dir):
