@@ -63,10 +63,11 @@ async def client(http: httpx.AsyncClient, mix: list, deadline: float, stats: dic
         start_time = time.perf_counter()
         try:
             response = await http.request(method, path, **kwargs)
-            ok = response.status_code < 300
-        except httpx.HTTPError:
+        except httpx.HTTPError:  # no response at all: dropped (and counted as an error)
             ok = False
-        stats["answered"] += 1
+        else:
+            ok = response.status_code < 300
+            stats["answered"] += 1
         stats["latency"].setdefault(label, []).append(time.perf_counter() - start_time)
         stats["errors"][label] = stats["errors"].get(label, 0) + (not ok)
 
@@ -78,11 +79,11 @@ async def reloader(http: httpx.AsyncClient, admin_key: str, every: float, deadli
         stats["reloads"].append(response.status_code)
 
 
-async def run(url: str, clients: int, seconds: float, admin_key: str | None, reload_every: float | None) -> dict:
+async def run(url: str, model_name: str, clients: int, seconds: float, admin_key: str | None,
+              reload_every: float | None) -> dict:
     limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
     stats: dict = {"sent": 0, "answered": 0, "latency": {}, "errors": {}, "reloads": []}
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        model_name = (await http.get("/v2/models/mnist-0to4")).json().get("name", "mnist-0to4")
         mix = requests_mix(model_name)
         deadline = time.perf_counter() + seconds
         tasks = [client(http, mix, deadline, stats, offset) for offset in range(clients)]
@@ -115,7 +116,8 @@ def table(stats: dict) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Bounded loopback load test of the service")
     parser.add_argument("--url", default=None, help="a running server (default: start one on 127.0.0.1)")
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "mnist-0to4")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "mnist-0to4",
+                        help="the model directory served (its model.json names the model for v2 paths)")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--reload-every", type=float, default=None, help="hot-reload the model every N seconds")
@@ -135,7 +137,8 @@ def main(args: argparse.Namespace) -> dict:
                         {"OPENSET_MODEL_DIR": str(args.model), "OPENSET_PORT": str(port),
                          "OPENSET_ADMIN_KEY": admin_key, "OPENSET_LOG_LEVEL": "warning"}, url)
     try:
-        stats = asyncio.run(run(url, args.clients, args.seconds, admin_key, args.reload_every))
+        model_name = json.loads((args.model / "model.json").read_text())["name"]  # as the server names it
+        stats = asyncio.run(run(url, model_name, args.clients, args.seconds, admin_key, args.reload_every))
     finally:
         if process is not None:
             process.terminate()

@@ -150,10 +150,7 @@ class Config(_Frozen):
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
-            )
-            raise ConfigError(f"{path}: {problems}") from None
+            raise ConfigError(f"{path}: {_problems(err)}") from None
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -166,4 +163,12 @@ class Config(_Frozen):
                 merged[section] = {**merged[section], **values}
             else:
                 merged[section] = values
-        return Config.model_validate(merged)
+        try:
+            return Config.model_validate(merged)
+        except ValidationError as err:
+            raise ConfigError(f"invalid override: {_problems(err)}") from None
+
+
+def _problems(err: ValidationError) -> str:
+    """pydantic's errors as one line: ``where: what; where: what``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors())

@@ -35,4 +35,5 @@ def check_contract(session: Any, num_classes: int) -> None:
     if missing:
         raise ValueError(f"model lacks outputs {missing}")
     if len(outputs["probs"]) != 2 or outputs["probs"][1] != num_classes:
-        raise ValueError(f"model has {outputs['probs'][1]} classes, metadata says {num_classes}")
+        raise ValueError(f"model output probs has shape {outputs['probs']}; "
+                         f"the metadata's {num_classes} classes need [N, {num_classes}]")

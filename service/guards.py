@@ -71,7 +71,7 @@ def api_key_dependency(expected: str):
 def ready_runtime(request: Request) -> ModelRuntime:
     """The model this request was pinned to (see ``service.lifecycle``), or 503 while there is none.
     Called directly on the hot path: a FastAPI dependency costs more than the check."""
-    runtime: ModelRuntime = getattr(request.state, "runtime", None) or request.app.state.runtime
+    runtime: ModelRuntime = request.state.runtime
     if not runtime.ready:
         raise ServiceError("model not loaded", 503)
     return runtime

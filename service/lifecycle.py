@@ -52,6 +52,11 @@ class ModelPinMiddleware:
         await self.app(scope, receive, send_with_version)
 
 
+def load_runtime(settings) -> ModelRuntime:
+    """The configured model directory, loaded and checked (raises :class:`ModelLoadError`)."""
+    return ModelRuntime(settings.model_dir, settings.onnx_threads).load()
+
+
 def publish(app, runtime: ModelRuntime) -> None:
     """Make ``runtime`` the served model: one reference swap, then the metrics follow."""
     app.state.runtime = runtime
@@ -66,7 +71,7 @@ async def reload_model(app) -> ModelRuntime:
     async with app.state.reload_lock:  # one reload at a time; requests are never blocked by it
         old = app.state.runtime
         try:
-            new = await run_in_threadpool(ModelRuntime(settings.model_dir, settings.onnx_threads).load)
+            new = await run_in_threadpool(load_runtime, settings)
         except ModelLoadError as err:
             app.state.metrics.reloads.labels("refused").inc()
             log.warning(json.dumps({"event": "model_reload_refused", "reason": str(err),

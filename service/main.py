@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 import openset
 from service.errors import install_error_handlers
 from service.guards import BodyLimitMiddleware, api_key_dependency
-from service.lifecycle import ModelPinMiddleware, install_sighup, model_version, publish
+from service.lifecycle import ModelPinMiddleware, install_sighup, load_runtime, model_version, publish
 from service.observability import AccessMiddleware, Metrics, configure_logging
 from service.routes import admin, ops, predict, v2
 from service.runtime import ModelLoadError, ModelRuntime
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        runtime = ModelRuntime(settings.model_dir, settings.onnx_threads).load()
+        runtime = load_runtime(settings)
         publish(app, runtime)
         log.info(json.dumps({"event": "model_loaded", "model": model_version(runtime),
                              "threshold": runtime.threshold, "model_dir": str(settings.model_dir)}))
@@ -74,7 +74,7 @@ def serve() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     try:
-        ModelRuntime(settings.model_dir).load()
+        load_runtime(settings)
     except ModelLoadError as err:
         print(f"openset-serve: cannot start: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
@@ -33,8 +34,8 @@ class Metrics:
 
     def observe_predictions(self, labels: list[str]) -> None:
         self.batch_size.observe(len(labels))
-        for label in labels:
-            self.predictions.labels(label).inc()
+        for label, count in collections.Counter(labels).items():
+            self.predictions.labels(label).inc(count)
 
 
 class AccessMiddleware:

@@ -69,6 +69,9 @@ def error_responses(*codes: int) -> dict[int | str, dict]:
 
 # The v2 (Open Inference Protocol) responses.
 
+# The decided label, served as one more v2 output beside the graph's own.
+LABEL = "label"
+
 
 class ServerLive(BaseModel):
     live: bool
@@ -158,6 +161,6 @@ INFER_REQUEST = {
             }}},
         "outputs": {"type": "array", "items": {
             "type": "object", "required": ["name"],
-            "properties": {"name": {"enum": [*OUTPUTS, "label"]}, "parameters": _FLAGS}}},  # + routes.v2.LABEL
+            "properties": {"name": {"enum": [*OUTPUTS, LABEL]}, "parameters": _FLAGS}}},
     },
 }

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.serve_bench import free_port
 from openset.config import Config
 from openset.scores import Features
 
@@ -72,14 +73,6 @@ def model_copy(tmp_path, shipped_model_dir) -> Path:
     for name in ("model.onnx", "model.json"):
         shutil.copy(shipped_model_dir / name, target / name)
     return target
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

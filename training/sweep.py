@@ -57,9 +57,9 @@ def run_trial(cfg: Config, root: str | None = None) -> dict:
     data = open_set_data(cfg.data, cfg.seed, root)
     model, history = fit(cfg, data, root)
     seconds = time.perf_counter() - start
-    detectors = build_detectors(cfg.scores, ["combined", "centroid"])
     train_feats = extract_features(model, data.train.images)
-    combined = detectors["combined"].fit_features(train_feats, data.train.labels.numpy())
+    combined = build_detectors(cfg.scores, ["combined"])["combined"].fit_features(
+        train_feats, data.train.labels.numpy())
     known = extract_features(model, data.test_known.images)
     open_set = float("nan")  # a closed-set config (every class known) has no unknowns to score
     if len(data.test_unknown):

@@ -2,7 +2,7 @@
 
 A tune file names a base config and the space to search, as dotted config fields::
 
-    {"base": "configs/mnist-0to4.json", "trials": 20, "direction": "maximize",
+    {"base": "configs/mnist-0to4.json", "trials": 20,
      "space": {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": true},
                "model.dropout": {"low": 0.0, "high": 0.5},
                "model.hidden": {"choices": [[256], [512, 256], [512, 512, 256]]}}}

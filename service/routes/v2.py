@@ -23,6 +23,7 @@ from service.guards import ready_runtime
 from service.runtime import ModelRuntime, off_the_loop
 from service.schemas import (
     INFER_REQUEST,
+    LABEL,
     InferResponse,
     ModelMetadata,
     ModelReady,
@@ -33,7 +34,6 @@ from service.schemas import (
 )
 
 HEADER_LENGTH = "inference-header-content-length"
-LABEL = "label"
 DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 
 
