@@ -1,48 +1,63 @@
-"""Metrics as pure functions over arrays, wrapping ``sklearn.metrics``; used by training and evaluation.
+"""Metrics as pure functions over numpy arrays; used by training, evaluation and the shift benchmark.
 
 Convention: ``known_scores`` / ``unknown_scores`` are open-set scores, higher = more known;
 known samples are the positive class unless a docstring says otherwise.
+
+numpy only, on purpose: ``openset evaluate`` re-measures a model on a serving install (ONNX Runtime,
+no torch, no scikit-learn). Each function follows scikit-learn's definition of the same name
+(``roc_curve``, ``roc_auc_score``, ``average_precision_score``, ``precision_recall_fscore_support``
+with ``zero_division=0``, ``confusion_matrix``); ``tests/test_metrics.py`` checks them against
+scikit-learn on tied and untied data.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
+
+from openset.calibration import threshold_at_tpr
 
 
-def _binary(known_scores: np.ndarray, unknown_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.concatenate([np.ones(len(known_scores)), np.zeros(len(unknown_scores))])
-    return y, np.concatenate([known_scores, unknown_scores]).astype(np.float64)
+def _curve(known_scores: np.ndarray, unknown_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative true and false positives at every distinct threshold, highest first (knowns positive)."""
+    scores = np.concatenate([known_scores, unknown_scores]).astype(np.float64)
+    positive = np.concatenate([np.ones(len(known_scores)), np.zeros(len(unknown_scores))])
+    order = np.argsort(-scores, kind="stable")
+    scores, positive = scores[order], positive[order]
+    last_of_each = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
+    tps = np.cumsum(positive)[last_of_each]
+    return tps, (1 + last_of_each) - tps
+
+
+def roc_curve(known_scores: np.ndarray, unknown_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates, from (0, 0) to (1, 1)."""
+    tps, fps = _curve(known_scores, unknown_scores)
+    return np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
 
 
 def auroc(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
-    y, s = _binary(known_scores, unknown_scores)
-    return float(skm.roc_auc_score(y, s))
+    fpr, tpr = roc_curve(known_scores, unknown_scores)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def _average_precision(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    tps, fps = _curve(positive_scores, negative_scores)
+    precision, recall = tps / (tps + fps), tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def aupr_in(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
     """Average precision with the known samples as positives."""
-    y, s = _binary(known_scores, unknown_scores)
-    return float(skm.average_precision_score(y, s))
+    return _average_precision(known_scores, unknown_scores)
 
 
 def aupr_out(known_scores: np.ndarray, unknown_scores: np.ndarray) -> float:
     """Average precision with the unknown samples as positives (scores negated)."""
-    y, s = _binary(known_scores, unknown_scores)
-    return float(skm.average_precision_score(1 - y, -s))
+    return _average_precision(-np.asarray(unknown_scores), -np.asarray(known_scores))
 
 
 def fpr_at_tpr(known_scores: np.ndarray, unknown_scores: np.ndarray, tpr: float = 0.95) -> float:
-    """Fraction of unknowns accepted at the first ROC point that accepts ``tpr`` of the knowns."""
-    y, s = _binary(known_scores, unknown_scores)
-    fpr, tprs, _ = skm.roc_curve(y, s)
-    return float(fpr[np.searchsorted(tprs, tpr, side="left")])
-
-
-def roc_curve(known_scores: np.ndarray, unknown_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y, s = _binary(known_scores, unknown_scores)
-    fpr, tpr, _ = skm.roc_curve(y, s)
-    return fpr, tpr
+    """Fraction of unknowns accepted at the largest threshold that accepts ``tpr`` of the knowns."""
+    return float(np.mean(np.asarray(unknown_scores) >= threshold_at_tpr(known_scores, tpr)))
 
 
 def detection_metrics(known_scores: np.ndarray, unknown_scores: np.ndarray) -> dict[str, float]:
@@ -70,7 +85,12 @@ def oscr(
     correct = np.concatenate([known_correct, np.zeros(len(unknown_scores))])[order]
     ccr = np.concatenate([[0.0], np.cumsum(correct) / len(known_scores)])
     fpr = np.concatenate([[0.0], np.cumsum(1 - is_known) / len(unknown_scores)])
-    return float(skm.auc(fpr, ccr))
+    return float(np.trapezoid(ccr, fpr))
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's ``zero_division=0``)."""
+    return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator > 0)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
@@ -78,16 +98,14 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
 
     ``y_true`` / ``y_pred`` are indices into ``labels`` (the open-set label "other" included).
     """
-    index = list(range(len(labels)))
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=index, zero_division=0
-    )
-    macro = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=index, average="macro", zero_division=0
-    )
+    size = len(labels)
+    confusion = np.bincount(np.asarray(y_true) * size + np.asarray(y_pred), minlength=size * size).reshape(size, size)
+    hits, support, predicted = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
+    precision, recall = _ratio(hits, predicted), _ratio(hits, support)
+    f1 = _ratio(2 * precision * recall, precision + recall)
     return {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "macro": {"precision": float(macro[0]), "recall": float(macro[1]), "f1": float(macro[2])},
+        "accuracy": float(hits.sum() / confusion.sum()),
+        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
         "per_class": {
             label: {
                 "precision": float(precision[i]),
@@ -98,5 +116,5 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
             for i, label in enumerate(labels)
         },
         "labels": list(labels),
-        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=index).tolist(),
+        "confusion_matrix": confusion.tolist(),
     }

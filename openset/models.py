@@ -99,8 +99,9 @@ def build_model(cfg: ModelConfig, num_classes: int) -> OpenSetNet:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, images: torch.Tensor, batch_size: int = 4096) -> Features:
+def extract_features(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 4096) -> Features:
     """Run the model once in eval mode; every score is then computed from these features."""
+    images = torch.as_tensor(images)
     was_training = model.training
     model.eval()
     parts = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]

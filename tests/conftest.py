@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks.serve_bench import free_port
 from openset.config import Config
+from openset.data import data_root
 from openset.scores import Features
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real datasets: $OPENSET_DATA_DIR, else ../shared/data beside the repository."""
-    root = Path(os.environ.get("OPENSET_DATA_DIR") or REPO.parent / "shared" / "data")
+    """The real datasets, where the library finds them ($OPENSET_DATA_DIR, else ../shared/data beside the repo)."""
+    root = data_root()
     if not (root / "MNIST" / "raw").is_dir():
         pytest.fail(f"MNIST not found under {root}; set OPENSET_DATA_DIR")
     return root

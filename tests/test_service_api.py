@@ -24,13 +24,13 @@ def png(array: np.ndarray) -> bytes:
 def samples(data_dir, shipped_runtime):
     """One test digit per known class that the model accepts (5 % of knowns are rejected by design)."""
     test = load_dataset("mnist", train=False, root=data_dir)
-    labels = test.labels.numpy()
+    labels = test.labels
     chosen = []
     for digit in range(5):
         candidates = np.nonzero(labels == digit)[0][:20]
-        decided = shipped_runtime.predict(test.images[candidates].numpy())
+        decided = shipped_runtime.predict(test.images[candidates])
         chosen.append(next(i for i, p in zip(candidates, decided, strict=True) if p.label == str(digit)))
-    return test.images[chosen, 0].numpy(), [str(d) for d in range(5)]
+    return test.images[chosen, 0], [str(d) for d in range(5)]
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,14 @@ def test_cors_closed_by_default(client):
 def test_demo_page_and_docs(client):
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
-    assert client.get("/docs").status_code == 200
+    # The docs pages load their scripts from the service itself, never from a CDN.
+    pages = {"/docs": ("swagger-ui-bundle.js", "swagger-ui.css"), "/redoc": ("redoc.standalone.js",)}
+    for route, assets in pages.items():
+        page = client.get(route)
+        assert page.status_code == 200 and "://" not in page.text  # no absolute (CDN) address
+        for asset in assets:
+            assert f"/static/docs/{asset}" in page.text
+            assert client.get(f"/static/docs/{asset}").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/predict", "/v1/predict/batch", "/v2/models/{name}/infer", "/metrics"} <= set(paths)
 

@@ -44,8 +44,8 @@ def as_photo(digit: np.ndarray, scale: int, shift: tuple[int, int], rng) -> byte
 @pytest.fixture(scope="module")
 def digits(data_dir):
     test = load_dataset("mnist", train=False, root=data_dir)
-    keep = np.nonzero(test.labels.numpy() < 5)[0][:300]
-    return test.images[keep, 0].numpy(), test.labels[keep].numpy()
+    keep = np.nonzero(test.labels < 5)[0][:300]
+    return test.images[keep, 0], test.labels[keep]
 
 
 def test_mnist_digits_survive_the_round_trip(digits):

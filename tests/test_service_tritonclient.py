@@ -13,9 +13,9 @@ MODEL = "mnist-0to4"
 @pytest.fixture(scope="module")
 def images(data_dir):
     test = load_dataset("mnist", train=False, root=data_dir)
-    pick = np.r_[np.nonzero(test.labels.numpy() < 5)[0][:6], np.nonzero(test.labels.numpy() >= 5)[0][:6]]
+    pick = np.r_[np.nonzero(test.labels < 5)[0][:6], np.nonzero(test.labels >= 5)[0][:6]]
     noise = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
-    return np.concatenate([test.images[pick].numpy(), noise]).astype(np.float32)
+    return np.concatenate([test.images[pick], noise]).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,8 @@
-"""Open-set evaluation (``openset evaluate``).
+"""Open-set evaluation of the shipped decision (``openset evaluate``).
 
-Two layers: ``score_table`` compares every score side by side from model features, and
-``shipped_metrics`` measures the shipped decision from the ONNX contract's outputs alone.
-``main`` re-measures a model directory independently with ONNX Runtime (no torch model,
-no checkpoint) and checks the figures recorded in its ``model.json``.
+``shipped_metrics`` measures the decision from the ONNX contract's outputs alone. ``main``
+re-measures a model directory independently with ONNX Runtime (no torch, no checkpoint: it runs
+on a serving install) and checks the figures recorded in its ``model.json``.
 """
 
 from __future__ import annotations
@@ -13,12 +12,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from openset import metrics
+from openset.artifacts import ArtifactError, atomic_write_json, sha256_file
 from openset.calibration import UNKNOWN, decide
+from openset.config import Config
 from openset.contract import OUTPUTS, UNKNOWN_LABEL
-from openset.data import Split, load_dataset, uniform_noise
-from openset.scores import Detector, Features
+from openset.data import DATA_DIR_HELP, Split, load_dataset, test_sets, uniform_noise
 
 NOISE_SAMPLES = 10000
 NOISE_SEED = 12345
@@ -33,20 +34,6 @@ def unknown_sets(dataset: str, test_unknown: Split, known_classes: tuple[int, ..
         other: load_dataset(other, train=False, root=root),
         "uniform_noise": uniform_noise(NOISE_SAMPLES, NOISE_SEED),
     }
-
-
-def score_table(
-    detectors: dict[str, Detector], known: Features, unknowns: dict[str, Features]
-) -> dict[str, dict[str, dict[str, float]]]:
-    """``table[score][unknown_set]`` = AUROC, AUPR-in, AUPR-out, FPR@95%TPR."""
-    table = {}
-    for name, det in detectors.items():
-        known_scores = det.score_features(known)
-        table[name] = {
-            set_name: metrics.detection_metrics(known_scores, det.score_features(feats))
-            for set_name, feats in unknowns.items()
-        }
-    return table
 
 
 def shipped_metrics(
@@ -98,19 +85,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         description="Re-measure a model directory with ONNX Runtime on the test data", add_help=add_help
     )
     parser.add_argument("--model", required=True, help="directory with model.onnx and model.json")
-    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--out", default=None, help="write the figures here as JSON")
     parser.add_argument("--tolerance", type=float, default=1e-6, help="allowed drift from model.json")
     return parser
 
 
 def main(args: argparse.Namespace) -> dict:
-    import onnxruntime as ort
-
-    from openset.artifacts import ArtifactError, atomic_write_json, sha256_file
-    from openset.config import Config
-    from openset.data import open_set_data
-
     model_dir = Path(args.model)
     if not (model_dir / "model.json").is_file() or not (model_dir / "model.onnx").is_file():
         raise ArtifactError(f"{model_dir}: needs model.onnx and model.json")
@@ -119,11 +100,11 @@ def main(args: argparse.Namespace) -> dict:
         raise ArtifactError(f"{model_dir / 'model.onnx'}: SHA-256 differs from model.json")
     session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     cfg = Config.model_validate(meta["config"])
-    data = open_set_data(cfg.data, cfg.seed, args.data_dir)
-    known = run_onnx(session, data.test_known.images.numpy())
-    sets = unknown_sets(cfg.data.dataset, data.test_unknown, cfg.data.known_classes, args.data_dir)
-    unknowns = {name: run_onnx(session, split.images.numpy()) for name, split in sets.items()}
-    measured = shipped_metrics(known, data.test_known.labels.numpy(), unknowns, meta["threshold"], meta["classes"])
+    test_known, test_unknown = test_sets(cfg.data, args.data_dir)
+    known = run_onnx(session, test_known.images)
+    sets = unknown_sets(cfg.data.dataset, test_unknown, cfg.data.known_classes, args.data_dir)
+    unknowns = {name: run_onnx(session, split.images) for name, split in sets.items()}
+    measured = shipped_metrics(known, test_known.labels, unknowns, meta["threshold"], meta["classes"])
     recorded = meta["metrics"]
     drift = {
         key: abs(measured_value - recorded[key])

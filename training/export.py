@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from openset.config import Config
-from openset.data import open_set_data
+from openset.data import DATA_DIR_HELP, open_set_data
 from openset.models import build_model
 from training.pipeline import write_artifacts
 
@@ -29,7 +29,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export a checkpoint to ONNX with a fresh report", add_help=add_help)
     parser.add_argument("--checkpoint", required=True, help="checkpoint.pt written by 'openset train'")
     parser.add_argument("--out", required=True, help="artefact directory (written atomically)")
-    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
     return parser
 
@@ -37,9 +37,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> Path:
     cfg, model, history = load_checkpoint(args.checkpoint)
     data = open_set_data(cfg.data, cfg.seed, args.data_dir)
-    train_seconds = sum(row.get("seconds", 0.0) for row in history)
     start = time.perf_counter()
-    out = write_artifacts(Path(args.out), cfg, model, history, data, args.data_dir,
-                          train_seconds=train_seconds, plots_enabled=not args.no_plots)
+    out = write_artifacts(Path(args.out), cfg, model, history, data, args.data_dir, plots_enabled=not args.no_plots)
     print(f"exported in {time.perf_counter() - start:.0f} s")
     return out

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from openset.config import Config
-from openset.data import OpenSetData, Split, open_set_data, remap_classes, select_classes
+from openset.data import DATA_DIR_HELP, OpenSetData, Split, open_set_data, remap_classes, select_classes
 from openset.metrics import auroc
 from openset.models import extract_features
 from openset.scores import KNN, CentroidDistance, Combined, build_detectors
@@ -56,7 +56,7 @@ def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, flo
                           for w in WEIGHT_GRID})
     result = {}
     for name, det in detectors.items():
-        det.fit_features(train_feats, fold.train.labels.numpy())
+        det.fit_features(train_feats, fold.train.labels)
         result[name] = auroc(det.score_features(val_feats), det.score_features(out_feats))
     return result
 
@@ -77,10 +77,11 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--set", nargs="*", default=[], help="overrides, e.g. optim.epochs=5")
-    parser.add_argument("--folds", type=int, nargs="*", default=None, help="held-out class indices")
+    parser.add_argument("--config", required=True, help="training config (JSON) whose design is validated")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. optim.epochs=5")
+    parser.add_argument("--folds", type=int, nargs="*", default=None,
+                        help="indices of the known classes to hold out (default: every one)")
     return parser
 
 

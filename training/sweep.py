@@ -21,7 +21,7 @@ import numpy as np
 
 from openset.artifacts import atomic_write_bytes
 from openset.config import Config, ConfigError
-from openset.data import open_set_data
+from openset.data import DATA_DIR_HELP, open_set_data
 from openset.metrics import auroc
 from openset.models import extract_features
 from openset.scores import build_detectors
@@ -59,7 +59,7 @@ def run_trial(cfg: Config, root: str | None = None) -> dict:
     seconds = time.perf_counter() - start
     train_feats = extract_features(model, data.train.images)
     combined = build_detectors(cfg.scores, ["combined"])["combined"].fit_features(
-        train_feats, data.train.labels.numpy())
+        train_feats, data.train.labels)
     known = extract_features(model, data.test_known.images)
     open_set = float("nan")  # a closed-set config (every class known) has no unknowns to score
     if len(data.test_unknown):
@@ -70,7 +70,7 @@ def run_trial(cfg: Config, root: str | None = None) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": len(history),
         "best_val_acc": max(row["val_acc"] for row in history),
-        "test_acc": float(np.mean(known.logits.argmax(1) == data.test_known.labels.numpy())),
+        "test_acc": float(np.mean(known.logits.argmax(1) == data.test_known.labels)),
         "open_set_auroc": open_set,
         "train_seconds": seconds,
         "history": history,
@@ -145,7 +145,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run many configs and compare them", add_help=add_help)
     parser.add_argument("configs", nargs="+", help="config files, or folders of *.json configs")
     parser.add_argument("--out", required=True, help="folder for results.csv, results.md and figures")
-    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--epochs", type=int, default=None, help="override every config's epochs (quick runs)")
     parser.add_argument("--title", default=None, help="title of the table and figures")
     parser.add_argument("--ray-address", default=None,

@@ -25,7 +25,7 @@ import optuna
 
 from openset.artifacts import atomic_write_bytes, atomic_write_json
 from openset.config import Config, ConfigError
-from openset.data import open_set_data
+from openset.data import DATA_DIR_HELP, open_set_data
 from training.train import fit
 
 
@@ -177,7 +177,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="folder for best.json, trials.md and best-config.json")
     parser.add_argument("--trials", type=int, default=None, help="override the tune file's trial count")
     parser.add_argument("--epochs", type=int, default=None, help="override every trial's epochs (quick runs)")
-    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
     parser.add_argument("--ray-address", default=None,
                         help="run the trials with Ray Tune on this cluster ('auto', 'ray://host:10001', or 'local')")
