@@ -73,8 +73,9 @@ class ExportModule(nn.Module):
 
 
 @torch.no_grad()
-def run_torch(module: ExportModule, images: torch.Tensor, batch_size: int = 4096) -> dict[str, np.ndarray]:
+def run_torch(module: ExportModule, images: np.ndarray | torch.Tensor, batch_size: int = 4096) -> dict[str, np.ndarray]:
     """Every contract output computed by torch, for parity checks and evaluation."""
+    images = torch.as_tensor(images)
     parts = [module(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return {name: torch.cat([p[k] for p in parts]).numpy() for k, name in enumerate(OUTPUTS)}
 
@@ -95,6 +96,7 @@ def export_onnx(module: ExportModule, path: str | Path, metadata: dict[str, Any]
             opset_version=OPSET,
             dynamo=True,
             external_data=False,
+            verbose=False,  # the exporter's own progress lines; openset train prints one line for the phase
             dynamic_shapes={"image": {0: batch}},
         )
         proto = onnx.load(str(raw))

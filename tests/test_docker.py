@@ -2,6 +2,7 @@
 
 import io
 import json
+import shlex
 import shutil
 import subprocess
 import time
@@ -11,10 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import REPO, free_port
+from .conftest import REPO
+from .test_readme import URL, readme_command, serving
 
 pytestmark = pytest.mark.docker
-IMAGE = "openset:test"
+IMAGE = "openset"
+# The README's Deploy commands: the usual ones, and those for an engine without a bridge network (as here).
+WITH_BRIDGE = ("docker build -t openset .", "docker run -p 8000:8000 openset")
+HOST_NETWORK = ("docker build --network host -t openset .", "docker run --network host openset")
 
 
 def docker(*args, check=True, timeout=900) -> subprocess.CompletedProcess:
@@ -22,30 +27,37 @@ def docker(*args, check=True, timeout=900) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def image():
+def commands() -> tuple[str, str]:
     if not shutil.which("docker") or docker("info", check=False).returncode != 0:
         pytest.fail("no Docker engine: run ../shared/tools/docker-sandbox up (or start Docker)")
-    docker("build", "--network", "host", "--target", "serve", "-t", IMAGE, str(REPO), timeout=1800)
+    bridge = docker("network", "inspect", "bridge", check=False).returncode == 0
+    return tuple(readme_command(c) for c in (WITH_BRIDGE if bridge else HOST_NETWORK))
+
+
+@pytest.fixture(scope="module")
+def image(commands):
+    build = subprocess.run(shlex.split(commands[0]), cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert build.returncode == 0, build.stderr[-3000:]
     return IMAGE
 
 
 @pytest.fixture(scope="module")
-def container(image):
-    port = free_port()
-    name = f"openset-test-{port}"
-    docker("run", "-d", "--rm", "--network", "host", "--name", name, "-e", f"OPENSET_PORT={port}", image)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            health = docker("inspect", "--format", "{{.State.Health.Status}}", name, check=False).stdout.strip()
-            if health == "healthy":
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"container never became healthy: {docker('logs', name, check=False).stderr[-2000:]}")
-        yield name, url
-    finally:
-        docker("stop", "-t", "10", name, check=False)
+def container(image, commands):
+    """The README's ``docker run``, as typed, serving on port 8000 until the module ends."""
+    with serving(commands[1], REPO, timeout=120):
+        [name] = docker("ps", "--filter", f"ancestor={image}", "--format", "{{.Names}}").stdout.split()
+        try:
+            for _ in range(120):
+                health = docker("inspect", "--format", "{{.State.Health.Status}}", name, check=False).stdout.strip()
+                if health == "healthy":
+                    break
+                time.sleep(0.5)
+            else:
+                pytest.fail(f"container never became healthy: {docker('logs', name, check=False).stderr[-2000:]}")
+            yield name, URL
+        finally:
+            docker("stop", "-t", "10", name, check=False)
+    docker("rm", "-f", name, check=False)
 
 
 def post(url: str, body: bytes, content_type: str) -> dict:
@@ -59,7 +71,7 @@ def test_serves_a_real_png_and_a_v2_request(container, data_dir):
 
     _, url = container
     test = load_dataset("mnist", train=False, root=data_dir)
-    images, labels = test.images[:200, 0].numpy(), test.labels[:200].numpy()
+    images, labels = test.images[:200, 0], test.labels[:200]
     noise = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(noise).save(buffer, "PNG")
@@ -72,7 +84,8 @@ def test_serves_a_real_png_and_a_v2_request(container, data_dir):
     request = {"id": "docker", "inputs": [{"name": "image", "shape": [len(known), 1, 28, 28], "datatype": "FP32",
                                            "data": images[known].ravel().tolist()}],
                "outputs": [{"name": "label"}]}
-    body = post(f"{url}/v2/models/mnist-0to4/infer", json.dumps(request).encode(), "application/json")
+    name = json.loads((REPO / "models" / "mnist-0to4" / "model.json").read_text())["name"]
+    body = post(f"{url}/v2/models/{name}/infer", json.dumps(request).encode(), "application/json")
     answers = body["outputs"][0]["data"]
     assert body["id"] == "docker"
     # Knowns come back as their digit, or (5 % by design) as "other" — never as another digit.

@@ -10,8 +10,11 @@ Layout of an artefact directory (``models/mnist-0to4``)::
 
 from __future__ import annotations
 
+import contextlib
+import io
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +24,16 @@ import torch
 import torchvision
 
 import openset
-from openset import plots
+from openset import metrics, plots
 from openset.artifacts import atomic_write_bytes, atomic_write_json, staged_directory
 from openset.calibration import RULE, UNKNOWN, decide, threshold_at_tpr
 from openset.config import Config
 from openset.contract import FORMAT_VERSION, INPUT, OUTPUTS, UNKNOWN_LABEL
-from openset.data import OpenSetData, data_root
+from openset.data import OpenSetData
 from openset.export import ExportModule, export_onnx, run_torch, write_model_json
 from openset.models import extract_features
-from openset.scores import Detector, build_detectors
-from training.evaluate import headline, run_onnx, score_table, shipped_metrics, unknown_sets
+from openset.scores import Detector, Features, build_detectors
+from training.evaluate import headline, run_onnx, shipped_metrics, unknown_sets
 from training.report import render_report
 
 PARITY_TOLERANCE = 1e-4
@@ -48,15 +51,15 @@ def fit_scores(model: torch.nn.Module, cfg: Config, data: OpenSetData) -> Fitted
     train_feats = extract_features(model, data.train.images)
     detectors = build_detectors(cfg.scores)
     for det in detectors.values():
-        det.fit_features(train_feats, data.train.labels.numpy())
+        det.fit_features(train_feats, data.train.labels)
     module = ExportModule(model, detectors["combined"], detectors["centroid"])
     val_scores = run_torch(module, data.val.images)["score"]
     return FittedScores(detectors, threshold_at_tpr(val_scores, cfg.scores.target_tpr), module)
 
 
-def check_parity(session: ort.InferenceSession, module: ExportModule, images: torch.Tensor, threshold: float) -> dict:
+def check_parity(session: ort.InferenceSession, module: ExportModule, images: np.ndarray, threshold: float) -> dict:
     """ONNX Runtime vs torch on every output; identical decisions at the threshold."""
-    ours, theirs = run_torch(module, images), run_onnx(session, images.numpy())
+    ours, theirs = run_torch(module, images), run_onnx(session, images)
     diff = {name: float(np.abs(ours[name] - theirs[name]).max()) for name in OUTPUTS}
     same = bool(np.array_equal(decide(ours["probs"], ours["score"], threshold),
                                decide(theirs["probs"], theirs["score"], threshold)))
@@ -65,24 +68,48 @@ def check_parity(session: ort.InferenceSession, module: ExportModule, images: to
     return {"samples": len(images), "max_abs_diff": diff, "identical_decisions": same}
 
 
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """One progress line per long step after training, as the epochs have: ``name ... 12.3 s``."""
+    print(f"{name} ...", end="", flush=True)
+    start = time.perf_counter()
+    yield
+    print(f" {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def score_table(
+    detectors: dict[str, Detector], known: Features, unknowns: dict[str, Features]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``table[score][unknown_set]`` = AUROC, AUPR-in, AUPR-out, FPR@95%TPR."""
+    table = {}
+    for name, det in detectors.items():
+        known_scores = det.score_features(known)
+        table[name] = {
+            set_name: metrics.detection_metrics(known_scores, det.score_features(feats))
+            for set_name, feats in unknowns.items()
+        }
+    return table
+
+
 def write_artifacts(
     out: Path, cfg: Config, model: torch.nn.Module, history: list[dict], data: OpenSetData,
-    root: str | None, train_seconds: float, plots_enabled: bool = True,
+    root: str | None, plots_enabled: bool = True,
 ) -> Path:
-    started = time.perf_counter()
-    fitted = fit_scores(model, cfg, data)
+    """Everything after training. The directory depends only on the config, the data and the code (no
+    clock times, no paths), so re-creating a model from its config leaves the files as they were."""
+    with phase("fitting the scores on the known training digits"):
+        fitted = fit_scores(model, cfg, data)
     class_names = [str(c) for c in data.classes]
-    sets = unknown_sets(cfg.data.dataset, data.test_unknown, data.classes, root)
-
-    # Every score side by side, from one forward pass per set.
-    known_feats = extract_features(model, data.test_known.images)
-    unknown_feats = {name: extract_features(model, split.images) for name, split in sets.items()}
-    table = score_table(fitted.detectors, known_feats, unknown_feats)
-
-    # The shipped decision, from the contract outputs.
-    known_out = run_torch(fitted.module, data.test_known.images)
-    unknown_out = {name: run_torch(fitted.module, split.images) for name, split in sets.items()}
-    shipped = shipped_metrics(known_out, data.test_known.labels.numpy(), unknown_out, fitted.threshold, class_names)
+    with phase("evaluating every score on the test sets"):
+        sets = unknown_sets(cfg.data.dataset, data.test_unknown, data.classes, root)
+        # Every score side by side, from one forward pass per set.
+        known_feats = extract_features(model, data.test_known.images)
+        unknown_feats = {name: extract_features(model, split.images) for name, split in sets.items()}
+        table = score_table(fitted.detectors, known_feats, unknown_feats)
+        # The shipped decision, from the contract outputs.
+        known_out = run_torch(fitted.module, data.test_known.images)
+        unknown_out = {name: run_torch(fitted.module, split.images) for name, split in sets.items()}
+        shipped = shipped_metrics(known_out, data.test_known.labels, unknown_out, fitted.threshold, class_names)
     protocol = ("supervised: the known head saw training images of the unknown classes"
                 if cfg.negatives.labelled_supervised else "honest: unknown classes never used before evaluation")
     metadata = {
@@ -110,29 +137,26 @@ def write_artifacts(
         "config": cfg.to_dict(),
     }
     with staged_directory(out) as stage:
-        sha = export_onnx(fitted.module, stage / "model.onnx", metadata)
-        session = ort.InferenceSession(str(stage / "model.onnx"), providers=["CPUExecutionProvider"])
-        all_test = torch.cat([data.test_known.images, data.test_unknown.images])
-        parity = check_parity(session, fitted.module, all_test, fitted.threshold)
-        write_model_json(stage / "model.json", metadata, sha)
-        buffer = _checkpoint_bytes(cfg, model, history)
-        atomic_write_bytes(stage / "checkpoint.pt", buffer)
-        report = {
-            "name": cfg.name, "protocol": protocol, "classes": class_names,
-            "threshold": fitted.threshold, "target_tpr": cfg.scores.target_tpr,
-            "val_accepted": float(np.mean(run_torch(fitted.module, data.val.images)["score"] >= fitted.threshold)),
-            "shipped": shipped, "scores": table, "parity": parity,
-            "timing": {"train_seconds": train_seconds, "threads": torch.get_num_threads()},
-            "data_root": str(data_root(root)),
-            "history": history, "config": cfg.to_dict(),
-        }
-        if plots_enabled:
-            report["figures"] = _figures(stage / "figures", fitted, history, data, known_feats, unknown_feats,
-                                         known_out, unknown_out, shipped, class_names)
-        report["timing"]["after_training_seconds"] = time.perf_counter() - started
-        report["timing"]["total_seconds"] = train_seconds + report["timing"]["after_training_seconds"]
-        atomic_write_json(stage / "report.json", report)
-        atomic_write_bytes(stage / "report.md", render_report(report).encode())
+        with phase("exporting ONNX and checking it against torch"):
+            sha = export_onnx(fitted.module, stage / "model.onnx", metadata)
+            session = ort.InferenceSession(str(stage / "model.onnx"), providers=["CPUExecutionProvider"])
+            all_test = np.concatenate([data.test_known.images, data.test_unknown.images])
+            parity = check_parity(session, fitted.module, all_test, fitted.threshold)
+            write_model_json(stage / "model.json", metadata, sha)
+            atomic_write_bytes(stage / "checkpoint.pt", _checkpoint_bytes(cfg, model, history))
+        with phase("writing the report and figures"):
+            report = {
+                "name": cfg.name, "protocol": protocol, "classes": class_names,
+                "threshold": fitted.threshold, "target_tpr": cfg.scores.target_tpr,
+                "val_accepted": float(np.mean(run_torch(fitted.module, data.val.images)["score"] >= fitted.threshold)),
+                "shipped": shipped, "scores": table, "parity": parity,
+                "history": history, "config": cfg.to_dict(),
+            }
+            if plots_enabled:
+                report["figures"] = _figures(stage / "figures", fitted, history, data, known_feats, unknown_feats,
+                                             known_out, unknown_out, shipped, class_names)
+            atomic_write_json(stage / "report.json", report)
+            atomic_write_bytes(stage / "report.md", render_report(report).encode())
     shown = {k: v for k, v in metadata["metrics"].items() if k.startswith(("known_acc", "auroc", "macro"))}
     figures = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
     print(f"wrote {out}  (threshold {fitted.threshold:.4f}; {figures})")
@@ -140,8 +164,6 @@ def write_artifacts(
 
 
 def _checkpoint_bytes(cfg: Config, model: torch.nn.Module, history: list[dict]) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "history": history}, buffer)
     return buffer.getvalue()
@@ -160,8 +182,8 @@ def _figures(folder: Path, fitted: FittedScores, history, data: OpenSetData, kno
     cm = shipped["open_set_classification"]
     figures["confusion_matrix"] = plots.confusion(cm["confusion_matrix"], cm["labels"], folder / "confusion_matrix.png")
     # The seed's data preview: ten training images per known class.
-    picks = np.concatenate([np.nonzero(data.train.labels.numpy() == c)[0][:10] for c in range(len(class_names))])
-    figures["samples"] = plots.image_grid(data.train.images[picks].numpy(),
+    picks = np.concatenate([np.nonzero(data.train.labels == c)[0][:10] for c in range(len(class_names))])
+    figures["samples"] = plots.image_grid(data.train.images[picks],
                                           [class_names[data.train.labels[i]] for i in picks], folder / "samples.png")
     figures["worst_mistakes"] = plots.image_grid(*_worst_mistakes(data, known_out, unknown_out, fitted.threshold,
                                                                   class_names), folder / "worst_mistakes.png")
@@ -171,14 +193,14 @@ def _figures(folder: Path, fitted: FittedScores, history, data: OpenSetData, kno
 def _worst_mistakes(data, known_out, unknown_out, threshold, class_names, per_kind: int = 10):
     """Knowns rejected or misclassified with the most confidence, and the best-scored accepted unknowns."""
     first_set = next(iter(unknown_out))
-    unknown_images = data.test_unknown.images.numpy()
+    unknown_images = data.test_unknown.images
     known_pred = decide(known_out["probs"], known_out["score"], threshold)
-    labels = data.test_known.labels.numpy()
+    labels = data.test_known.labels
     wrong = np.nonzero(known_pred != labels)[0]
     wrong = wrong[np.argsort(-np.abs(known_out["score"][wrong] - threshold))][:per_kind]
     accepted = np.argsort(-unknown_out[first_set]["score"])[:per_kind]
     name = lambda p: UNKNOWN_LABEL if p == UNKNOWN else class_names[p]  # noqa: E731
-    images = np.concatenate([data.test_known.images.numpy()[wrong], unknown_images[accepted]])
+    images = np.concatenate([data.test_known.images[wrong], unknown_images[accepted]])
     titles = [f"{class_names[labels[i]]}→{name(known_pred[i])}" for i in wrong]
     unknown_pred = decide(unknown_out[first_set]["probs"], unknown_out[first_set]["score"], threshold)
     titles += [f"{int(data.test_unknown.labels[i])}→{name(unknown_pred[i])}" for i in accepted]

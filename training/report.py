@@ -28,7 +28,6 @@ def render_report(report: dict) -> str:
     shipped = report["shipped"]
     sets = list(shipped["unknown"])
     cls = shipped["open_set_classification"]
-    timing = report["timing"]
     lines = [
         f"# Open-set report: {report['name']}",
         "",
@@ -71,12 +70,6 @@ def render_report(report: dict) -> str:
         "",
         f"ONNX Runtime vs torch over {parity['samples']} test images: max abs difference "
         f"{max(parity['max_abs_diff'].values()):.2e}, identical decisions: {parity['identical_decisions']}.",
-        "",
-        "## Time",
-        "",
-        f"Data + training {timing['train_seconds']:.0f} s, scores + evaluation + export + report "
-        f"{timing['after_training_seconds']:.0f} s, total {timing['total_seconds']:.0f} s "
-        f"on {timing['threads']} threads.",
     ]
     if report.get("figures"):
         lines += ["", "## Figures", ""]

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from openset.config import Config, OptimConfig
-from openset.data import OpenSetData, Split, load_dataset, open_set_data
+from openset.data import DATA_DIR_HELP, OpenSetData, Split, load_dataset, open_set_data
 from openset.models import build_model
 from openset.negatives import NegativeSampler, augment
 from training.checkpoints import (
@@ -67,9 +67,9 @@ def negative_pool(cfg: Config, data: OpenSetData, root: str | None) -> torch.Ten
     """Images for the ``auxiliary:*`` and ``supervised`` negative sources (None otherwise)."""
     kind, _, dataset = cfg.negatives.source.partition(":")
     if kind == "supervised":
-        return data.train_unknown.images
+        return torch.from_numpy(data.train_unknown.images)
     if kind == "auxiliary":
-        return load_dataset(dataset, train=True, root=root).images
+        return torch.from_numpy(load_dataset(dataset, train=True, root=root).images)
     return None
 
 
@@ -85,12 +85,13 @@ def train_one_epoch(
 ) -> dict[str, float]:
     model.train()
     neg = cfg.negatives
+    all_images, all_labels = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     order = torch.randperm(len(train), generator=gen)
     batches = order.split(cfg.optim.batch_size)
     totals = {"loss": 0.0, "correct": 0, "seen": 0}
     bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
     for index in bar:
-        images, labels = train.images[index], train.labels[index]
+        images, labels = all_images[index], all_labels[index]
         if cfg.data.augment:
             images = augment(images, gen)
         batch = images
@@ -138,7 +139,8 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 4096) -> dict[str
     model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(split), batch_size):
-        images, labels = split.images[start : start + batch_size], split.labels[start : start + batch_size]
+        images = torch.from_numpy(split.images[start : start + batch_size])
+        labels = torch.from_numpy(split.labels[start : start + batch_size])
         logits = model(images).logits
         loss += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
@@ -169,7 +171,9 @@ def fit(
         start = time.perf_counter()
         row = {"epoch": epoch, **train_one_epoch(model, optimizer, scheduler, data.train, sampler, cfg, gen, epoch)}
         val = evaluate(model, data.val)
-        row.update(val_loss=val["loss"], val_acc=val["acc"], seconds=time.perf_counter() - start)
+        # No clock time in the history: it goes into the artefact, which must not change between identical runs.
+        row.update(val_loss=val["loss"], val_acc=val["acc"])
+        seconds = time.perf_counter() - start
         state.history.append(row)
         # Best checkpoint by known-class validation accuracy, ties broken by validation loss.
         key = (val["acc"], -val["loss"])
@@ -180,7 +184,7 @@ def fit(
             save_checkpoint(checkpoint, cfg, state)
         print(
             f"epoch {epoch:3d}/{cfg.optim.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
-            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  ({row['seconds']:.1f}s)",
+            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  ({seconds:.1f}s)",
             flush=True,
         )
         if on_epoch is not None:
@@ -193,7 +197,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train, evaluate and export an open-set model", add_help=add_help)
     parser.add_argument("--config", required=True, help="training config (JSON)")
     parser.add_argument("--out", required=True, help="artefact directory (written atomically)")
-    parser.add_argument("--data-dir", default=None, help="data root (default: $OPENSET_DATA_DIR)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs (quick runs)")
     parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
     parser.add_argument("--no-plots", action="store_true", help="skip the figures")
@@ -230,10 +234,8 @@ def main(args: argparse.Namespace) -> Path:
     try:
         data = open_set_data(cfg.data, cfg.seed, args.data_dir)
         model, history = fit(cfg, data, args.data_dir, checkpoint=checkpoint, resume=resume)
-        out = write_artifacts(
-            Path(args.out), cfg, model, history, data, args.data_dir,
-            train_seconds=time.perf_counter() - started, plots_enabled=not args.no_plots,
-        )
+        out = write_artifacts(Path(args.out), cfg, model, history, data, args.data_dir,
+                              plots_enabled=not args.no_plots)
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         done = epoch_saved_since(checkpoint, before) or (resume["epoch"] if resume else 0)
@@ -250,4 +252,6 @@ def main(args: argparse.Namespace) -> Path:
     checkpoint.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         checkpoint.parent.rmdir()  # only if empty
+    minutes, seconds = divmod(round(time.perf_counter() - started), 60)
+    print(f"done in {minutes} min {seconds:02d} s (data, training, scores, evaluation, export, report)")
     return out
