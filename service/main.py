@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 import openset
 from service.errors import install_error_handlers
@@ -41,8 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install_sighup(app)
         yield
 
-    app = FastAPI(title="openset", version=openset.__version__, lifespan=lifespan,
+    # /docs and /redoc come from routes.ops with their own scripts (no CDN).
+    app = FastAPI(title="openset", version=openset.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="A digit classifier that answers 0-4, or 'other' for anything else.")
+    app.mount(ops.ASSETS, StaticFiles(directory=ops.STATIC / "docs"), name="docs-assets")
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = ModelRuntime(settings.model_dir)  # not ready until the lifespan loads it
