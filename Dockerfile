@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# Serving image: FastAPI + ONNX Runtime on python:3.11-slim, no torch, non-root, the shipped model inside.
-#   docker build --network host -t openset .
-#   docker run --network host -e OPENSET_PORT=8000 openset
-# Training image (torch; large): docker build --target train -t openset-train .  (see README, "Deploy")
+# The serving image: FastAPI + ONNX Runtime on python:3.11-slim, no torch, non-root, the shipped model inside.
+#   docker build -t openset .
+#   docker run -p 8000:8000 openset
+# (Where Docker has no bridge network, add --network host to both and drop -p.) The training image, with
+# torch, is another file: docker build -f Dockerfile.train -t openset-train .  (see the README, "Deploy")
 
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
@@ -41,19 +42,3 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('OPENSET_PORT', '8000'), timeout=2)"]
 CMD ["openset-serve"]
-
-# Training: the same package with the `train` extra; data and output are volumes.
-#   docker run --rm -v $PWD/data:/data -v $PWD/models:/models openset-train \
-#     --config /src/configs/mnist-0to4.json --out /models/mnist-0to4
-FROM python:3.11-slim AS train
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/venv/bin:$PATH OPENSET_DATA_DIR=/data
-RUN python -m venv /opt/venv
-WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
-COPY openset ./openset
-COPY service ./service
-COPY training ./training
-COPY configs ./configs
-RUN pip install -c constraints.txt ".[train]"
-VOLUME ["/data", "/models"]
-ENTRYPOINT ["openset", "train"]

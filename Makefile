@@ -4,53 +4,67 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= models/mnist-0to4
 CONFIG ?= configs/mnist-0to4.json
-# The data root: $OPENSET_DATA_DIR, else ../shared/data where it exists, else torchvision's download cache.
-export OPENSET_DATA_DIR ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 
-.PHONY: install run train evaluate test test-docker lint audit browser clean
+.PHONY: run train evaluate test test-docker lint audit browser clean
 
-$(BIN)/openset: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,serve,dev]"
-	touch $@
-
-install: $(BIN)/openset
+# Each job installs only what it needs into the one venv (a stamp per set of extras):
+#   serve  ONNX Runtime + FastAPI, about 240 MB: serving and `openset evaluate`
+#   train  adds torch, scikit-learn, Optuna, Ray (the CUDA build of torch on Linux: several GB)
+#   dev    adds the test tools
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch and torchvision (the pinned versions) from
+# PyTorch's CPU-only index first: a few hundred MB instead of the CUDA build.
+EXTRAS_serve := serve
+EXTRAS_train := serve,train
+EXTRAS_dev := serve,train,dev
+TORCH_INDEX ?=
+# -qq: errors only (setuptools prints a notice box on every editable install).
+PIP := $(BIN)/pip install -qq
+$(VENV)/.installed-%: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(if $(and $(TORCH_INDEX),$(filter-out serve,$*)),$(PIP) -c constraints.txt --index-url $(TORCH_INDEX) torch torchvision)
+	$(PIP) -c constraints.txt -e ".[$(EXTRAS_$*)]"
+	@touch $@
 
 ## run: serve the shipped model on http://127.0.0.1:8000 (TRAIN=1: re-create it first from its config)
-run: install
+run: $(VENV)/.installed-serve
 ifeq ($(TRAIN),1)
 	$(MAKE) train
 endif
 	OPENSET_MODEL_DIR=$(MODEL) $(BIN)/openset-serve
 
-## evaluate: re-measure the shipped model with ONNX Runtime on the test data
-evaluate: install
+## evaluate: re-measure the shipped model with ONNX Runtime on the test data (no torch needed)
+evaluate: $(VENV)/.installed-serve
 	$(BIN)/openset evaluate --model $(MODEL)
 
-## train: re-create the shipped model from its config (about 3 minutes on 2 cores)
-train: install
+## train: re-create the shipped model from its config
+train: $(VENV)/.installed-train
 	$(BIN)/openset train --config $(CONFIG) --out $(MODEL)
 
-## test: lint and the whole test suite but the Docker group (the demo-page test drives Debian's Chromium)
-test: install lint browser
+## test: lint and the whole test suite but the Docker group (the demo-page tests drive Debian's Chromium)
+test: $(VENV)/.installed-dev lint browser
 	$(BIN)/python -m pytest -q -m "not docker"
 
 ## test-docker: build the serving image and test it for real (needs a Docker engine;
 ## here: ../shared/tools/docker-sandbox up)
-test-docker: install
+test-docker: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m docker
 
+# Chromium for the browser tests: installed with apt-get where we are root, else one line says how.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium for the browser test"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium not found, so the browser tests will be skipped: install it (Debian/Ubuntu: sudo apt-get install chromium)"; \
+	  fi; }
 
 ## audit: known vulnerabilities in the installed dependencies (PyPI's advisory data, via pip-audit)
-audit: install
+audit: $(VENV)/.installed-dev
 	$(BIN)/pip-audit --skip-editable --progress-spinner off
 
-lint: install
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check openset training service tests benchmarks
 
 clean:
