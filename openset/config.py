@@ -25,7 +25,7 @@ class DataConfig(_Frozen):
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
     known_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    # Random affine jitter of the known images during training (not of val/test).
+    # Change the known training images (not val/test) as the ``augment`` section says.
     augment: bool = True
 
     @field_validator("known_classes")
@@ -34,6 +34,30 @@ class DataConfig(_Frozen):
         if len(value) < 2 or len(set(value)) != len(value) or not all(0 <= c <= 9 for c in value):
             raise ValueError("known_classes must be at least two distinct labels in 0..9")
         return tuple(sorted(value))
+
+
+class AugmentConfig(_Frozen):
+    """How the known training digits are changed when ``data.augment`` is on (``openset.augment``)."""
+
+    rotate: float = Field(20.0, ge=0.0, le=90.0)  # degrees, either way
+    shear: float = Field(0.3, ge=0.0, le=1.0)  # horizontal shear factor, either way
+    scale: tuple[float, float] = (0.75, 1.1)  # range of the scale of each axis
+    shift: float = Field(2.0, ge=0.0)  # MNIST pixels, either way
+    elastic: float = Field(2.0, ge=0.0)  # amplitude of a smooth random warp, MNIST pixels (0 = off)
+    elastic_p: float = Field(0.5, ge=0.0, le=1.0)  # share of the batch warped
+    pen: float = Field(1.0, ge=0.0, le=2.0)  # strokes up to this many MNIST pixels thicker, or 0.5 thinner (0 = off)
+    pen_p: float = Field(0.5, ge=0.0, le=1.0)
+    blur: float = Field(1.5, ge=0.0, le=3.0)  # Gaussian blur up to this sigma in MNIST pixels (0 = off)
+    blur_p: float = Field(0.3, ge=0.0, le=1.0)
+    # Put every changed digit back into MNIST's layout (20x20 ink box, centre of mass), as the service does.
+    renormalise: bool = True
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < value[0] <= value[1]:
+            raise ValueError("scale must be [low, high] with 0 < low <= high")
+        return value
 
 
 class Normalization(_Frozen):
@@ -57,6 +81,10 @@ class ModelConfig(_Frozen):
     # "single": one sigmoid unit; "per_class": one-vs-rest sigmoids (DOC, Shu et al. 2017) whose
     # maximum is the known-class logit, so each class is bounded by the others too.
     known_head: Literal["single", "per_class"] = "per_class"
+    # An ensemble of this many networks, trained side by side from different initial weights; one graph.
+    members: int = Field(1, ge=1, le=8)
+    # Test-time augmentation: outputs averaged over the input moved by this many pixels each way (0 = off).
+    tta: int = Field(0, ge=0, le=3)
     normalization: Normalization = Normalization()
 
 
@@ -97,6 +125,14 @@ class NegativesConfig(_Frozen):
         return self.source == "supervised"
 
 
+class ContrastiveConfig(_Frozen):
+    """A supervised contrastive term (Khosla et al. 2020) on the L2-normalised embedding of two changed views
+    of every known digit: same digit class together, others apart — the geometry the kNN score reads."""
+
+    weight: float = Field(0.0, ge=0.0)  # 0 = off (one view per digit)
+    temperature: float = Field(0.1, gt=0.0)
+
+
 class OptimConfig(_Frozen):
     name: Literal["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"] = "adamw"
     lr: float = Field(2e-3, gt=0.0)
@@ -122,16 +158,29 @@ class ScoreConfig(_Frozen):
     combined_distance: Literal["centroid", "knn"] = "knn"
     combined_per_class: int = Field(1, ge=1)
     target_tpr: float = Field(0.95, gt=0.0, lt=1.0)
+    # The known validation digits the threshold accepts target_tpr of: as they are, or also once changed by the
+    # training augmentation (so that a person's pen, paper or hand does not push known digits under it).
+    calibration: Literal["clean", "clean+augmented"] = "clean"
+
+
+class EvaluationConfig(_Frozen):
+    """How the finished model is measured (``openset train`` / ``export``): never a choice of the model itself."""
+
+    # Test digits of each class per change and severity in the shift benchmark (0: no benchmark).
+    shift_per_class: int = Field(100, ge=0)
 
 
 class Config(_Frozen):
     name: str = "mnist-0to4"
     seed: int = 0
     data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     negatives: NegativesConfig = NegativesConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
     optim: OptimConfig = OptimConfig()
     scores: ScoreConfig = ScoreConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _auxiliary_is_another_dataset(self) -> Config:

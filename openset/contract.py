@@ -21,6 +21,10 @@ from typing import Any
 
 INPUT = "image"
 OUTPUTS = ("logits", "probs", "known_prob", "centroid_distance", "score")
+# MNIST's layout of a digit in the input: its ink box scaled to fit ``box`` x ``box`` pixels, aspect kept, and its
+# centre of mass at the centre of the ``side`` x ``side`` field. Recorded in model.json; the service lays out
+# people's pictures by it.
+LAYOUT = {"side": 28, "box": 20, "centre": "centre of mass"}
 UNKNOWN_LABEL = "other"
 FORMAT_VERSION = 1
 

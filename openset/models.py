@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from openset.config import ModelConfig
@@ -87,15 +88,52 @@ class OpenSetNet(nn.Module):
         self.backbone, self.embedding_dim = BACKBONES[cfg.arch](cfg)
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
         self.known_head = nn.Linear(self.embedding_dim, num_classes if cfg.known_head == "per_class" else 1)
+        self.tta = cfg.tta
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
+        if self.tta and not self.training:
+            # Test-time augmentation: the outputs averaged over the image and its copies moved by tta pixels
+            # left, right, up and down (MNIST's empty margin makes the wrap-around harmless).
+            views = [images] + [torch.roll(images, step, dims) for dims in (2, 3) for step in (-self.tta, self.tta)]
+            outputs = self._forward(torch.cat(views))
+            return ModelOutput(*(field.view(len(views), -1, *field.shape[1:]).mean(0) for field in outputs))
+        return self._forward(images)
+
+    def _forward(self, images: torch.Tensor) -> ModelOutput:
         embedding = self.backbone((images - self.mean) / self.std)
         head_logits = self.known_head(embedding)
         return ModelOutput(self.classifier(embedding), embedding, head_logits.max(dim=1).values, head_logits)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> OpenSetNet:
-    return OpenSetNet(cfg, num_classes)
+class Ensemble(nn.Module):
+    """Several networks seen as one (Lakshminarayanan et al. 2017): logits, known logit and heads averaged; the
+    embedding is the members' L2-normalised embeddings side by side, so a distance in it sums the members'
+    cosine distances. Each member is trained on its own losses (``members``)."""
+
+    def __init__(self, members: list[OpenSetNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> ModelOutput:
+        outputs = [member(images) for member in self.members]
+        scale = len(outputs) ** -0.5
+        return ModelOutput(
+            torch.stack([o.logits for o in outputs]).mean(0),
+            torch.cat([F.normalize(o.embedding, dim=1) * scale for o in outputs], dim=1),
+            torch.stack([o.known_logit for o in outputs]).mean(0),
+            torch.stack([o.head_logits for o in outputs]).mean(0),
+        )
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> OpenSetNet | Ensemble:
+    if cfg.members == 1:
+        return OpenSetNet(cfg, num_classes)
+    return Ensemble([OpenSetNet(cfg, num_classes) for _ in range(cfg.members)])
+
+
+def members(model: nn.Module) -> list[nn.Module]:
+    """The networks that are trained, each on its own losses."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Negatives for the sigmoid known-class head, and augmentation of the known digits.
+"""Negatives for the sigmoid known-class head.
 
 The honest default builds negatives from the known training digits of each batch only
 (``synthetic``); no image of an unknown class is involved. Each kind is a function
@@ -7,7 +7,6 @@ The honest default builds negatives from the known training digits of each batch
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -91,18 +90,6 @@ KINDS: dict[str, Kind] = {
     "noise": noise,
     "flip": flip,
 }
-
-
-def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random affine jitter: rotation ±12°, scale 0.9–1.1, shift ±2 px."""
-    n = len(images)
-    angle = _uniform(n, -12, 12, gen) * math.pi / 180
-    scale = _uniform(n, 0.9, 1.1, gen)
-    shift = _uniform(2 * n, -2 / 14, 2 / 14, gen).view(n, 2)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
 
 
 class NegativeSampler:

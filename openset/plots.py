@@ -114,3 +114,40 @@ def compare_bars(figures: dict[str, dict[str, float]], title: str, path: Path) -
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def shift_examples(rows: dict[str, list[tuple[np.ndarray, np.ndarray]]], path: Path) -> Path:
+    """One row per change: at each severity, the picture a person sends and the model's input made from it."""
+    columns = max(len(pairs) for pairs in rows.values()) * 2
+    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.95, len(rows) * 1.05), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (name, pairs) in enumerate(rows.items()):
+        axes[r, 0].set_title(name, fontsize=7, loc="left")
+        for c, (picture, model_input) in enumerate(pairs):
+            axes[r, 2 * c].imshow(picture, cmap=None if picture.ndim == 3 else "gray", vmin=0, vmax=1)
+            axes[r, 2 * c + 1].imshow(model_input, cmap="gray", vmin=0, vmax=1)
+    fig.suptitle("shift benchmark: picture sent (severities 1-3) | model input after the service's preprocessing",
+                 fontsize=9)
+    return _save(fig, path)
+
+
+def shift_bars(result: dict, path: Path) -> Path:
+    """Per change (mean over severities): knowns answered right and unknowns answered "other"."""
+    names = ["clean", *result["changes"]]
+    rows = [result["clean"], *(c["mean"] for c in result["changes"].values())]
+    shown = [k for k in ("known_right", "unknown_refused") if k in rows[0]]
+    fig, ax = plt.subplots(figsize=(max(7, 0.55 * len(names)), 4))
+    width = 0.8 / len(shown)
+    for i, key in enumerate(shown):
+        ax.bar(np.arange(len(names)) + i * width, [row[key] for row in rows], width, label=key.replace("_", " "))
+    held_out = [i for i, name in enumerate(names) if name != "clean" and result["changes"][name]["group"] == "held_out"]
+    if held_out:
+        ax.axvspan(min(held_out) - 0.3, max(held_out) + 0.9, color="grey", alpha=0.12, label="held-out changes")
+    ax.set_xticks(np.arange(len(names)) + width * (len(shown) - 1) / 2, names, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(min(0.5, min(row[k] for row in rows for k in shown) - 0.05), 1.0)
+    ax.set_title("shift benchmark (mean over severities 1-3)")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

@@ -250,8 +250,15 @@ class Combined(Detector):
     def weights(self) -> np.ndarray:
         return np.array([self.head_weight, 1.0 - self.head_weight])
 
+    def standardised_components(self, features: Features) -> np.ndarray:
+        """``[N, 2]``: the head logit and minus the distance, standardised; the score is these @ ``weights``
+        (so every head weight can be scored from one computation of the distances)."""
+        if not self._is_fitted():
+            raise NotFittedError("Combined is not fitted; call fit() first")
+        return (self._components(features) - self.loc_) / self.scale_
+
     def _score(self, features: Features) -> np.ndarray:
-        return ((self._components(features) - self.loc_) / self.scale_) @ self.weights
+        return self.standardised_components(features) @ self.weights
 
 
 def combined_distance(cfg: ScoreConfig) -> ReferenceDistance:

@@ -1,9 +1,13 @@
-"""Real images to the model's input: the procedure MNIST itself used.
+"""Real images to the model's input: find the digit's ink in a photo, scan or drawing, then lay it out as MNIST did.
 
-Grey levels, white ink on black (dark-on-light images are inverted), cropped to the ink's
-bounding box, scaled to fit 20x20 keeping the aspect ratio (anti-aliased), and placed in a
-28x28 field so that the centre of mass sits at the centre. Ready 28x28 arrays (0-255 or 0-1)
-are accepted as they are. Every rejection is a :class:`InputError` with an HTTP status.
+Finding the ink (:func:`darkness`, :func:`ink_of_digit`): grey levels; light ink on a dark ground is
+inverted; the paper's own brightness is estimated everywhere (uneven light and shadows divide out); the
+strokes are Otsu's threshold of the lightly smoothed darkness, without specks and without pieces apart
+from the digit; stroke intensities are rescaled to full strength (grey paper, pencil, coloured ink).
+Laying out (:func:`mnist_like`): cropped to the ink's box, scaled to fit the model's box (MNIST: 20x20)
+keeping the aspect ratio, anti-aliased, and placed in a 28x28 field with its centre of mass at the centre.
+Pillow and numpy only. Ready 28x28 arrays (0-255 or 0-1) are taken as they are. Every rejection is an
+:class:`InputError` with an HTTP status.
 """
 
 from __future__ import annotations
@@ -12,12 +16,23 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from openset.contract import LAYOUT
 
 FORMATS = {"PNG", "JPEG", "BMP", "WEBP", "GIF"}
 MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/bmp", "image/x-ms-bmp", "image/webp", "image/gif"}
-SIDE, BOX = 28, 20
-INK = 0.1  # share of full contrast above which a pixel counts as ink for the bounding box
+SIDE, BOX = LAYOUT["side"], LAYOUT["box"]  # MNIST's; a model's own is in its model.json
+# Finding the strokes (see mnist_like), as shares of the picture's shorter side unless said otherwise:
+WORKING_SIDE = 256  # larger pictures are reduced to this many pixels first (speed)
+BACKGROUND_SIDE = 24  # the paper's brightness is estimated at this resolution ...
+STROKE_WINDOW = 0.25  # ... with a closing this wide: wider than any stroke, narrower than the light's changes
+SMOOTHING = 0.006  # Gaussian blur (sigma) before thresholding
+SPECK, SPECK_DENSITY = 2, 0.2  # px, share: a pixel with fewer stroke pixels in its 5x5 square is a speck
+COMPONENT_SIDE, GAP = 48, 3  # the digit's pieces are joined on a map this large, across gaps of GAP cells
+NEAR_STROKES = 0.03  # ink is kept this close to a stroke
+MIN_CONTRAST = 0.12  # a picture whose darkest spots are this close to the paper is blank
+BOX_INK = 0.2  # the digit's box holds its ink from this level on (MNIST's 20x20 box holds the soft edges too)
 
 
 class InputError(ValueError):
@@ -72,21 +87,121 @@ def _grey(image: Image.Image) -> np.ndarray:
     return np.asarray(ImageOps.grayscale(image), dtype=np.float32) / 255.0
 
 
-def mnist_like(image: Image.Image) -> np.ndarray:
-    """A decoded image as float32 ``[28, 28]`` in [0, 1], white digit on black, MNIST-centred."""
+def _as_image(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(values * 255), 0, 255).astype(np.uint8))
+
+
+def _as_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, np.float32) / 255.0
+
+
+def _odd(size: float) -> int:
+    return max(3, int(size) // 2 * 2 + 1)
+
+
+def darkness(grey: np.ndarray) -> np.ndarray:
+    """How much darker than the paper around it each pixel is, in [0, 1] (0 = paper, 1 = black).
+
+    Light ink on a dark ground (a chalkboard, MNIST itself) is inverted first: the ground is the side of
+    the grey range nearer the picture's border. The paper's brightness is estimated everywhere by a grey
+    closing (the strokes removed) at low resolution, so uneven light and shadows cancel out:
+    darkness = 1 - grey / paper, the ink's own reflectance whatever the light on it.
+    """
+    small = _as_image(grey)
+    small.thumbnail((BACKGROUND_SIDE, BACKGROUND_SIDE), Image.Resampling.BOX)
+    values = _as_array(small)
+    low, high = np.percentile(values, [1, 99])
+    border = float(np.median(np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])))
+    if border - low < high - border:  # the ground is dark: light ink
+        grey, small = 1.0 - grey, ImageOps.invert(small)
+    window = _odd(STROKE_WINDOW * min(small.size))
+    paper = small.filter(ImageFilter.MaxFilter(window)).filter(ImageFilter.MinFilter(window))
+    paper = paper.filter(ImageFilter.GaussianBlur(window / 4)).resize(grey.shape[::-1], Image.Resampling.BILINEAR)
+    return np.clip(1.0 - grey / np.maximum(_as_array(paper), 1.0 / 255), 0.0, 1.0)
+
+
+def otsu(values: np.ndarray) -> float:
+    """Otsu's threshold: the level that best splits ``values`` (in [0, 1], 256 grey levels) into two classes."""
+    counts = np.bincount(np.rint(values * 255).astype(np.uint8).ravel(), minlength=256)
+    levels = np.arange(256) / 255
+    weight, mean = np.cumsum(counts), np.cumsum(counts * levels)
+    below, above = weight[:-1], weight[-1] - weight[:-1]
+    between = (mean[-1] * below - mean[:-1] * weight[-1]) ** 2 / np.maximum(below * above, 1)
+    return float(levels[np.argmax(between)] + 0.5 / 255)  # between the two classes' nearest levels
+
+
+def ink_of_digit(dark: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """The digit's ink in [0, 1] (the ink's own level = 1, the paper and its noise = 0) and its box (rows, columns);
+    None for a blank picture.
+
+    Otsu's threshold of the slightly smoothed darkness (noise averages out) marks the strokes; specks (pixels
+    with few stroke pixels around them) and pieces apart from the digit (:func:`digit_strokes`) are dropped.
+    The darkness is then rescaled between half that threshold and the strokes' typical darkness, so that grey
+    paper, pencil and coloured ink give full-strength strokes, and kept only near the digit's strokes. The box
+    holds the smoothed ink from ``BOX_INK`` on, soft edges included as in MNIST, noise not.
+    """
+    side = min(dark.shape)
+    smooth = _as_image(dark).filter(ImageFilter.GaussianBlur(max(0.5, side * SMOOTHING)))
+    values = _as_array(smooth)
+    if values.max() < MIN_CONTRAST:
+        return None
+    level = otsu(values)
+    above = values > level
+    strokes = digit_strokes(above & (_as_array(_as_image(above).filter(ImageFilter.BoxBlur(SPECK))) > SPECK_DENSITY))
+    if not strokes.any():
+        return None
+    near = _as_array(_as_image(strokes).filter(ImageFilter.BoxBlur(max(1.0, side * NEAR_STROKES)))) > 0
+    full = float(np.median(dark[strokes]))
+    floor = level / 2
+    rescale = lambda v: np.clip((v - floor) / max(full - floor, 1e-3), 0.0, 1.0) * near  # noqa: E731
+    rows, cols = np.nonzero(rescale(values) > BOX_INK)
+    if not len(rows):
+        return None
+    return rescale(dark), (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+
+
+def digit_strokes(strokes: np.ndarray) -> np.ndarray:
+    """The digit's strokes: those joined, across gaps up to ``GAP``, to the densest ink; smudges and specks apart
+    from them are dropped. The joined region is a flood fill on a low-resolution map of the strokes."""
+    if not strokes.any():
+        return strokes
+    cells = _as_image(strokes)
+    cells.thumbnail((COMPONENT_SIDE, COMPONENT_SIDE), Image.Resampling.BOX)
+    occupied = _as_image(_as_array(cells) > 0)
+    reach = _as_array(occupied.filter(ImageFilter.BoxBlur(GAP))) > 0
+    density = _as_array(occupied.filter(ImageFilter.BoxBlur(max(1, COMPONENT_SIDE // 8))))
+    joined = np.zeros_like(reach)
+    joined[np.unravel_index(np.argmax(density * (_as_array(occupied) > 0)), density.shape)] = True
+    while True:  # flood fill: grow by one cell (4 neighbours) inside the reach until nothing changes
+        grown = joined.copy()
+        grown[1:] |= joined[:-1]
+        grown[:-1] |= joined[1:]
+        grown[:, 1:] |= joined[:, :-1]
+        grown[:, :-1] |= joined[:, 1:]
+        grown &= reach
+        if np.array_equal(grown, joined):
+            break
+        joined = grown
+    return strokes & (_as_array(_as_image(joined).resize(strokes.shape[::-1], Image.Resampling.NEAREST)) > 0.5)
+
+
+def mnist_like(image: Image.Image, box: int = BOX) -> np.ndarray:
+    """A decoded image as float32 ``[28, 28]`` in [0, 1], white digit on black, MNIST-centred: the ink found
+    by :func:`ink_of_digit` (photos, scans and drawings alike), cropped, scaled to fit a ``box`` x ``box`` square
+    keeping the aspect ratio (MNIST: 20; the model's model.json says), and placed by centre of mass — the
+    procedure MNIST itself used."""
     grey = _grey(image)
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = float(np.median(border))
-    if background > 0.5:  # dark ink on a light background
-        grey, background = 1.0 - grey, 1.0 - background
-    contrast = float(grey.max()) - background
-    if contrast < 0.05:  # blank: nothing to centre
+    if max(grey.shape) > WORKING_SIDE:  # the strokes are found at a few hundred pixels at most
+        work = _as_image(grey)
+        work.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+        grey = _as_array(work)
+    found = ink_of_digit(darkness(grey))
+    if found is None:  # blank: nothing to centre
         return np.zeros((SIDE, SIDE), np.float32)
-    ink = np.clip((grey - background) / contrast, 0.0, 1.0)
-    rows, cols = np.nonzero(ink > INK)
-    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    ink, crop = found
+    ink = ink[crop]
     height, width = ink.shape
-    scale = BOX / max(height, width)
+    scale = box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = np.asarray(Image.fromarray(ink, mode="F").resize(size, Image.Resampling.LANCZOS), np.float32)
     return centre_of_mass(np.clip(small, 0.0, 1.0))
@@ -108,8 +223,8 @@ def centre_of_mass(patch: np.ndarray) -> np.ndarray:
     return field
 
 
-def from_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
-    return mnist_like(decode(data, max_pixels))
+def from_image_bytes(data: bytes, max_pixels: int, box: int = BOX) -> np.ndarray:
+    return mnist_like(decode(data, max_pixels), box)
 
 
 def from_array(values) -> np.ndarray:

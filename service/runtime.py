@@ -57,6 +57,9 @@ class ModelRuntime:
         try:
             meta = json.loads(meta_path.read_text())
             classes, threshold = list(meta["classes"]), float(meta["threshold"])
+            box = int(meta["input"]["layout"]["box"])
+            if not 1 <= box <= 28:
+                raise ValueError(f"layout box {box} outside 1..28")
             expected_sha = meta["onnx_sha256"]
             actual_sha = sha256_file(onnx_path)
         except OSError as err:
@@ -75,6 +78,7 @@ class ModelRuntime:
             raise ModelLoadError(f"{onnx_path}: {str(err).splitlines()[0]}") from None
         self.session, self.meta = session, meta
         self.classes, self.threshold = classes, threshold
+        self.box = box  # the digit's box in the model's input: people's pictures are laid out to it
         self.unknown_label = meta.get("unknown_label", UNKNOWN_LABEL)
         return self
 

@@ -29,8 +29,9 @@ def trained(tmp_path_factory, data_dir):
     from openset.config import Config
 
     tmp = tmp_path_factory.mktemp("cli")
+    # A small shift benchmark: its figures are checked on the shipped model (tests/test_shipped_model.py).
     cfg = Config().override(model={"hidden": [32], "dropout": 0.0}, optim={"epochs": 1, "batch_size": 256},
-                            scores={"knn_k": 3})
+                            scores={"knn_k": 3}, evaluation={"shift_per_class": 2})
     config = tmp / "tiny.json"
     config.write_text(json.dumps(cfg.to_dict()))
     out = tmp / "model"
@@ -56,8 +57,10 @@ def test_train_writes_a_complete_artefact(trained):
     assert set(report["scores"]) == set(SCORES)
     assert report["parity"]["identical_decisions"]
     assert 0.94 <= report["val_accepted"] <= 0.96
-    assert {"learning_curves", "confusion_matrix", "score_histograms", "samples", "worst_mistakes"} <= set(
-        report["figures"])
+    assert {"learning_curves", "confusion_matrix", "score_histograms", "samples", "worst_mistakes", "shift_examples",
+            "shift_bars"} <= set(report["figures"])
+    assert report["robustness"]["samples"] == {"known": 10, "unknown": 10}
+    assert "## Shift benchmark" in (out / "report.md").read_text()
     assert all((out / path).stat().st_size > 1000 for path in report["figures"].values())
     # Nothing half-written is left beside the artefact.
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []

@@ -21,6 +21,8 @@ DISTANCES = {
     "cosine prototypes": (CentroidDistance("cosine", per_class=4), "cosine", MLP),
     "knn": (KNN(k=3, bank=40), "cosine", MLP),
     "residual cnn, knn": (KNN(k=3, bank=40), "cosine", CNN),  # the same contract from the other backbone
+    "ensemble of 3, knn": (KNN(k=3, bank=40), "cosine", MLP.model_copy(update={"members": 3})),
+    "test-time shifts, knn": (KNN(k=3, bank=40), "cosine", MLP.model_copy(update={"tta": 1})),
 }
 
 

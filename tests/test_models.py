@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from openset.config import ModelConfig
-from openset.models import ACTIVATIONS, ResidualBlock, build_model, extract_features
+from openset.models import ACTIVATIONS, ResidualBlock, build_model, extract_features, members
 
 
 @pytest.mark.parametrize("hidden", [(), (16,), (32, 16, 8)])
@@ -57,3 +57,29 @@ def test_cnn_stages_are_residual_and_downsample():
 def test_cnn_needs_channels():
     with pytest.raises(ValueError):
         ModelConfig(arch="cnn", channels=())
+
+
+def test_an_ensemble_is_one_model_of_its_members():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=(16, 8), members=3), num_classes=5).eval()
+    assert len(members(model)) == 3
+    x = torch.rand(4, 1, 28, 28)
+    out, parts = model(x), [m(x) for m in members(model)]
+    assert torch.allclose(out.logits, torch.stack([p.logits for p in parts]).mean(0))
+    assert torch.allclose(out.known_logit, torch.stack([p.known_logit for p in parts]).mean(0))
+    # The embedding: the members' unit vectors side by side, scaled so that the whole has unit length.
+    assert out.embedding.shape == (4, 24)
+    assert torch.allclose(out.embedding.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(out.embedding[:, 8:16] * 3**0.5, torch.nn.functional.normalize(parts[1].embedding, dim=1))
+    assert members(build_model(ModelConfig(hidden=(8,)), num_classes=5))[0].known_head.out_features == 5
+
+
+def test_test_time_augmentation_averages_the_moved_copies():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=(16,), tta=1, dropout=0.0), num_classes=3).eval()
+    x = torch.rand(2, 1, 28, 28)
+    views = [x] + [torch.roll(x, step, dims) for dims in (2, 3) for step in (-1, 1)]
+    expected = torch.stack([model._forward(v).logits for v in views]).mean(0)
+    assert torch.allclose(model(x).logits, expected, atol=1e-6)
+    model.train()
+    assert torch.equal(model(x).logits, model._forward(x).logits)  # training sees single images

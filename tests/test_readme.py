@@ -170,7 +170,7 @@ def test_openset_serve_with_the_venv_on_path_and_a_reload(make_run, newcomer, di
 def test_openset_help_and_evaluate_on_the_serving_install(make_run, newcomer):
     help_text = bash(f"{ACTIVATE} && {readme_command('openset --help')}", newcomer)
     assert help_text.returncode == 0, help_text.stderr
-    for command in ("train", "evaluate", "export", "holdout", "sweep", "tune"):
+    for command in ("train", "evaluate", "robustness", "export", "holdout", "sweep", "tune"):
         assert re.search(rf"^\s+{command}\s", help_text.stdout, re.M), command
     evaluate = bash(f"{ACTIVATE} && {readme_command('openset evaluate --model models/mnist-0to4')}", newcomer)
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
@@ -178,6 +178,12 @@ def test_openset_help_and_evaluate_on_the_serving_install(make_run, newcomer):
     assert f"data: {newcomer.parent / 'shared' / 'data'} (../shared/data beside the repository)" in evaluate.stderr
     measured = json.loads(evaluate.stdout)
     assert measured["max_drift_from_model_json"] <= 1e-6
+    # The shift benchmark runs on a serving install too (the README's quick look, as written).
+    quick = "openset robustness --model models/mnist-0to4 --per-class 5 --changes defocus jpeg"
+    shift = bash(f"{ACTIVATE} && {readme_command(quick)}", newcomer)
+    assert shift.returncode == 0, shift.stderr[-3000:]
+    assert re.search(r"^\| defocus \| tuning \|", shift.stdout, re.M) and re.search(r"^\| jpeg \| held_out \|",
+                                                                                   shift.stdout, re.M)
 
 
 def test_every_shown_training_command_parses():
@@ -186,5 +192,5 @@ def test_every_shown_training_command_parses():
 
     for line in readme_commands("openset "):
         argv = shlex.split(line)[1:]
-        if argv and argv[0] in ("train", "export", "holdout", "sweep", "tune"):
+        if argv and argv[0] in ("train", "robustness", "export", "holdout", "sweep", "tune"):
             get_parser(argv[0]).parse_args(argv)  # exits with status 2 on an unknown or missing option

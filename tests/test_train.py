@@ -3,8 +3,8 @@ import torch
 
 from openset.config import Config, OptimConfig
 from openset.data import OpenSetData, Split
-from openset.models import build_model
-from training.train import OPTIMIZERS, SCHEDULES, build_optimizer, fit, head_loss
+from openset.models import build_model, members
+from training.train import OPTIMIZERS, SCHEDULES, build_optimizer, fit, head_loss, supcon_loss
 
 
 def toy_data(n=120, seed=0):
@@ -64,3 +64,23 @@ def test_fit_is_seeded():
     b, _ = fit(cfg, toy_data())
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
+
+
+def test_supcon_loss_is_low_when_classes_cluster():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    clustered = torch.eye(3)[labels] + 0.01 * torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    scattered = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    assert supcon_loss(clustered, labels, 0.1) < 0.01 < supcon_loss(scattered, labels, 0.1)
+
+
+def test_ensemble_members_learn_each_on_their_own():
+    cfg = Config().override(model={"hidden": [16], "members": 2}, optim={"epochs": 2, "batch_size": 32},
+                            contrastive={"weight": 0.5})
+    model, history = fit(cfg, toy_data())
+    first, second = members(model)
+    assert history[-1]["val_acc"] == 1.0
+    # Different starting weights, so different networks; each one a classifier on its own.
+    assert not torch.equal(first.classifier.weight, second.classifier.weight)
+    images = torch.from_numpy(toy_data(seed=1).val.images)
+    for member in (first, second):
+        assert (member(images).logits.argmax(1).numpy() == toy_data(seed=1).val.labels).mean() > 0.9

@@ -20,6 +20,7 @@ from openset.data import DataNotFoundError
 COMMANDS = {
     "train": ("training.train", "train a model from a JSON config, then evaluate and export it"),
     "evaluate": ("training.evaluate", "re-measure a model directory with ONNX Runtime (no torch needed)"),
+    "robustness": ("training.robustness", "the shift benchmark: test digits as people's pictures, changed"),
     "export": ("training.export", "refit scores and export a checkpoint to ONNX"),
     "holdout": ("training.holdout", "leave-one-known-class-out validation of a config"),
     "sweep": ("training.sweep", "run many configs and compare them in a table and figures"),

@@ -26,12 +26,14 @@ NOISE_SEED = 12345
 
 
 def unknown_sets(dataset: str, test_unknown: Split, known_classes: tuple[int, ...], root) -> dict[str, Split]:
-    """The evaluation unknowns: the other classes of the test set, the other dataset's test set, noise."""
+    """The evaluation unknowns: the other classes of the test set, the other dataset's test set, KMNIST's test set
+    (cursive Japanese characters: letters no model here has seen), noise. Never used for a choice."""
     other = "fashion_mnist" if dataset == "mnist" else "mnist"
     rest = sorted(set(range(10)) - set(known_classes))
     return {
         f"{dataset}_{'_'.join(map(str, rest))}": test_unknown,
         other: load_dataset(other, train=False, root=root),
+        "kmnist": load_dataset("kmnist", train=False, root=root),
         "uniform_noise": uniform_noise(NOISE_SAMPLES, NOISE_SEED),
     }
 

@@ -1,11 +1,16 @@
-"""Leave-one-known-class-out validation: how design choices are selected without any unknown digit.
+"""Leave-one-known-class-out validation: how design choices are made without any unknown digit.
 
 For each known class c, train on the other known classes (training split only) and measure how
-well every score separates their validation images from the validation images of c. The mean
-AUROC over the folds is the figure used to choose negatives, score combination and model
-settings; digits outside ``known_classes`` are never loaded.
+well every score separates their validation images from the validation images of c: AUROC, and the
+share of c accepted at the threshold calibrated as the shipped model's (``scores.target_tpr`` of the
+others, ``scores.calibration``). The mean over the folds is the figure used to choose negatives, score
+combination and model settings.
 
-    python -m training.holdout --config configs/mnist-0to4.json [--set negatives.kinds=...]
+With ``--shift``, a model is also trained on every known class and measured on the shift benchmark's
+``tuning`` changes with the known test digits only (``training.robustness``): the second figure a
+design choice must hold. Digits outside ``known_classes`` are never used.
+
+    openset holdout --config configs/mnist-0to4.json [--set optim.epochs=5] [--shift] [--log runs/experiments.jsonl]
 """
 
 from __future__ import annotations
@@ -13,17 +18,29 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
+import torch
 
+from openset import shifts
+from openset.augment import augment
+from openset.calibration import threshold_at_tpr
 from openset.config import Config
 from openset.data import DATA_DIR_HELP, OpenSetData, Split, open_set_data, remap_classes, select_classes
+from openset.export import run_torch
 from openset.metrics import auroc
 from openset.models import extract_features
-from openset.scores import KNN, CentroidDistance, Combined, build_detectors
+from openset.scores import KNN, Combined, build_detectors
+from training.pipeline import calibration_scores, fit_scores
+from training.robustness import CACHE, balanced, shift_benchmark
 from training.train import fit
 
 WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+DISTANCES = ("knn", "centroid", "prototypes")  # each combined with the head over WEIGHT_GRID
+TPR_GRID = (0.95, 0.96, 0.97, 0.98, 0.99)  # shares of the known validation digits accepted
+KNN_GRID = ((5, 8192), (20, 8192), (10, None), (30, None), (100, None))  # (k, bank; None = every training digit)
+SHIFT_PER_CLASS = 60
 
 
 def _only(split: Split, keep: list[int], remap: bool) -> Split:
@@ -31,8 +48,9 @@ def _only(split: Split, keep: list[int], remap: bool) -> Split:
     return remap_classes(part, tuple(keep)) if remap else part
 
 
-def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, float]:
-    """AUROC of every score: validation of the other known classes vs validation of ``held_out``."""
+def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, dict[str, float]]:
+    """Every score, validation of the other known classes vs validation of ``held_out``: ``{"auroc": ..,
+    "accepted": ..}``, each keyed by score name (``combined<distance>@<head weight>`` for the grid)."""
     keep = [c for c in range(len(data.classes)) if c != held_out]
     fold = OpenSetData(
         classes=tuple(data.classes[c] for c in keep),
@@ -46,19 +64,57 @@ def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, flo
     train_feats = extract_features(model, fold.train.images)
     val_feats = extract_features(model, fold.val.images)
     out_feats = extract_features(model, _only(data.val, [held_out], remap=False).images)
+    # The threshold's digits: the validation digits, and (``clean+augmented``) them changed once more. Both are
+    # measured for the shipped score; the config's calibration is the one of every other figure.
+    changed = augment(torch.from_numpy(fold.val.images), cfg.augment, torch.Generator().manual_seed(cfg.seed))
+    changed_feats = extract_features(model, changed)
+    calibration = [val_feats] + ([changed_feats] if cfg.scores.calibration == "clean+augmented" else [])
+    scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # validation, held-out class, calibration
     detectors = build_detectors(cfg.scores)
-    # The combined score's head weight is a design choice: measure a grid of it too.
-    detectors.update({f"combinedknn@{w:g}": Combined(w, KNN(cfg.scores.knn_k, cfg.scores.knn_bank))
-                      for w in WEIGHT_GRID})
-    for per_class in sorted({1, cfg.scores.prototypes_per_class}):
-        detectors.update({f"combined{per_class}@{w:g}": Combined(w, CentroidDistance(cfg.scores.centroid_metric,
-                                                                                          per_class))
-                          for w in WEIGHT_GRID})
-    result = {}
-    for name, det in detectors.items():
+    for name, det in detectors.items():  # each fitted and scored once
         det.fit_features(train_feats, fold.train.labels)
-        result[name] = auroc(det.score_features(val_feats), det.score_features(out_feats))
-    return result
+        scores[name] = (det.score_features(val_feats), det.score_features(out_feats),
+                        np.concatenate([det.score_features(f) for f in calibration]))
+    # The kNN score's k and bank size are design choices too: a grid on the same features.
+    for k, bank in KNN_GRID:
+        det = KNN(k, bank or len(fold.train)).fit_features(train_feats, fold.train.labels)
+        scores[f"knn{k}/{bank or 'all'}"] = (det.score_features(val_feats), det.score_features(out_feats),
+                                             np.concatenate([det.score_features(f) for f in calibration]))
+    # The combined score's distance and head weight are design choices: a grid, from one set of distances each.
+    for distance in DISTANCES:
+        combined = Combined(distance=detectors[distance]).fit_features(train_feats, fold.train.labels)
+        parts = [combined.standardised_components(f) for f in (val_feats, out_feats)]
+        parts.append(np.concatenate([combined.standardised_components(f) for f in calibration]))
+        for w in WEIGHT_GRID:
+            scores[f"combined{distance}@{w:g}"] = tuple(p @ np.array([w, 1 - w]) for p in parts)
+    val, out, _ = scores["combined"]
+    both = {"clean": val, "clean+augmented": np.concatenate([val, detectors["combined"].score_features(changed_feats)])}
+    return {"auroc": {name: auroc(val, out) for name, (val, out, _) in scores.items()},
+            "accepted": {name: float(np.mean(out >= threshold_at_tpr(calib, cfg.scores.target_tpr)))
+                         for name, (_, out, calib) in scores.items()},
+            # The shipped score's threshold is a choice as well: the held-out class accepted at other targets.
+            "combined_accepted_at": {f"{how}@{tpr:g}": float(np.mean(out >= threshold_at_tpr(calib, tpr)))
+                                     for how, calib in both.items() for tpr in TPR_GRID}}
+
+
+def shift_on_knowns(cfg: Config, data: OpenSetData) -> dict:
+    """A model of every known class, calibrated as shipped, on the tuning changes with known test digits only."""
+    model, _ = fit(cfg, data)
+    fitted = fit_scores(model, cfg, data)
+    changes = [name for name, change in shifts.CHANGES.items() if change.group == "tuning"]
+    known = balanced(data.test_known, SHIFT_PER_CLASS, seed=0)
+    predict = lambda images: run_torch(fitted.module, images)  # noqa: E731
+    result = shift_benchmark(predict, fitted.threshold, known, changes=changes, cache=CACHE)
+    at = {}
+    for how in ("clean", "clean+augmented"):  # the same pictures (cached) at other thresholds
+        calibration = calibration_scores(fitted.module, cfg.override(scores={"calibration": how}), data)
+        for tpr in TPR_GRID:
+            other = shift_benchmark(predict, threshold_at_tpr(calibration, tpr), known, changes=changes, cache=CACHE)
+            at[f"{how}@{tpr:g}"] = {k: other["groups"]["tuning"][k]["known_right"] for k in ("mean", "worst")}
+    return {"clean_right": result["clean"]["known_right"],
+            "changes": {name: c["mean"]["known_right"] for name, c in result["changes"].items()},
+            "mean_right": result["groups"]["tuning"]["mean"]["known_right"],
+            "worst_right": result["groups"]["tuning"]["worst"]["known_right"], "at": at}
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -82,20 +138,30 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. optim.epochs=5")
     parser.add_argument("--folds", type=int, nargs="*", default=None,
                         help="indices of the known classes to hold out (default: every one)")
+    parser.add_argument("--shift", action="store_true",
+                        help="also train on every known class and measure known digits under the tuning changes")
+    parser.add_argument("--name", default=None, help="the variant's name in the log (default: the overrides)")
+    parser.add_argument("--log", default=None, help="append the result as one JSON line to this file")
     return parser
 
 
-def main(args: argparse.Namespace) -> dict[str, float]:
+def main(args: argparse.Namespace) -> dict:
     cfg = Config.from_json(args.config).override(**parse_overrides(args.set))
     data = open_set_data(cfg.data, cfg.seed, args.data_dir)
     folds = args.folds if args.folds is not None else list(range(len(data.classes)))
     start = time.perf_counter()
     rows = [holdout_fold(cfg, data, c) for c in folds]
-    mean = {name: float(np.mean([r[name] for r in rows])) for name in rows[0]}
-    print(json.dumps({"overrides": args.set, "folds": folds, "mean_auroc": mean,
-                      "seconds": round(time.perf_counter() - start, 1)}))
-    return mean
-
-
-if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    result = {"name": args.name or " ".join(args.set) or "base", "config": args.config, "overrides": args.set,
+              "folds": folds}
+    for figure in ("auroc", "accepted", "combined_accepted_at"):  # ("--folds" alone: the shift measurement only)
+        result[f"mean_{figure}"] = {name: float(np.mean([r[figure][name] for r in rows])) for name in rows[0][figure]} \
+            if rows else {}
+    if args.shift:
+        result["shift_knowns"] = shift_on_knowns(cfg, data)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(result))
+    if args.log:
+        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.log, "a") as log:
+            log.write(json.dumps(result) + "\n")
+    return result

@@ -26,13 +26,15 @@ import torchvision
 import openset
 from openset import metrics, plots
 from openset.artifacts import atomic_write_bytes, atomic_write_json, staged_directory
+from openset.augment import augment
 from openset.calibration import RULE, UNKNOWN, decide, threshold_at_tpr
 from openset.config import Config
-from openset.contract import FORMAT_VERSION, INPUT, OUTPUTS, UNKNOWN_LABEL
+from openset.contract import FORMAT_VERSION, INPUT, LAYOUT, OUTPUTS, UNKNOWN_LABEL
 from openset.data import OpenSetData
 from openset.export import ExportModule, export_onnx, run_torch, write_model_json
 from openset.models import extract_features
 from openset.scores import Detector, Features, build_detectors
+from training import robustness
 from training.evaluate import headline, run_onnx, shipped_metrics, unknown_sets
 from training.report import render_report
 
@@ -53,8 +55,18 @@ def fit_scores(model: torch.nn.Module, cfg: Config, data: OpenSetData) -> Fitted
     for det in detectors.values():
         det.fit_features(train_feats, data.train.labels)
     module = ExportModule(model, detectors["combined"], detectors["centroid"])
-    val_scores = run_torch(module, data.val.images)["score"]
-    return FittedScores(detectors, threshold_at_tpr(val_scores, cfg.scores.target_tpr), module)
+    return FittedScores(detectors, threshold_at_tpr(calibration_scores(module, cfg, data), cfg.scores.target_tpr),
+                        module)
+
+
+def calibration_scores(module: ExportModule, cfg: Config, data: OpenSetData) -> np.ndarray:
+    """The scores the threshold is set on: known validation digits, and with ``clean+augmented`` the same digits
+    once more, changed by the training augmentation (seeded)."""
+    scores = run_torch(module, data.val.images)["score"]
+    if cfg.scores.calibration == "clean+augmented":
+        changed = augment(torch.from_numpy(data.val.images), cfg.augment, torch.Generator().manual_seed(cfg.seed))
+        scores = np.concatenate([scores, run_torch(module, changed)["score"]])
+    return scores
 
 
 def check_parity(session: ort.InferenceSession, module: ExportModule, images: np.ndarray, threshold: float) -> dict:
@@ -77,18 +89,17 @@ def phase(name: str) -> Iterator[None]:
     print(f" {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def score_table(
-    detectors: dict[str, Detector], known: Features, unknowns: dict[str, Features]
-) -> dict[str, dict[str, dict[str, float]]]:
+def every_score(detectors: dict[str, Detector], known: Features, unknowns: dict[str, Features]
+                ) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """``scores[score] = (known scores, {unknown set: scores})``: every detector on every set, once."""
+    return {name: (det.score_features(known), {set_name: det.score_features(f) for set_name, f in unknowns.items()})
+            for name, det in detectors.items()}
+
+
+def score_table(scores: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]) -> dict[str, dict[str, dict]]:
     """``table[score][unknown_set]`` = AUROC, AUPR-in, AUPR-out, FPR@95%TPR."""
-    table = {}
-    for name, det in detectors.items():
-        known_scores = det.score_features(known)
-        table[name] = {
-            set_name: metrics.detection_metrics(known_scores, det.score_features(feats))
-            for set_name, feats in unknowns.items()
-        }
-    return table
+    return {name: {set_name: metrics.detection_metrics(known, values) for set_name, values in unknowns.items()}
+            for name, (known, unknowns) in scores.items()}
 
 
 def write_artifacts(
@@ -105,7 +116,8 @@ def write_artifacts(
         # Every score side by side, from one forward pass per set.
         known_feats = extract_features(model, data.test_known.images)
         unknown_feats = {name: extract_features(model, split.images) for name, split in sets.items()}
-        table = score_table(fitted.detectors, known_feats, unknown_feats)
+        scores = every_score(fitted.detectors, known_feats, unknown_feats)
+        table = score_table(scores)
         # The shipped decision, from the contract outputs.
         known_out = run_torch(fitted.module, data.test_known.images)
         unknown_out = {name: run_torch(fitted.module, split.images) for name, split in sets.items()}
@@ -124,7 +136,7 @@ def write_artifacts(
         "rule": RULE,
         "target_tpr": cfg.scores.target_tpr,
         "input": {"name": INPUT, "shape": ["N", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0],
-                  "polarity": "white digit on black", "layout": "MNIST-centred (20x20 box, centre of mass)"},
+                  "polarity": "white digit on black", "layout": LAYOUT},
         "outputs": list(OUTPUTS),
         "normalization": cfg.model.normalization.model_dump(),
         "protocol": protocol,
@@ -144,17 +156,25 @@ def write_artifacts(
             parity = check_parity(session, fitted.module, all_test, fitted.threshold)
             write_model_json(stage / "model.json", metadata, sha)
             atomic_write_bytes(stage / "checkpoint.pt", _checkpoint_bytes(cfg, model, history))
+        shifted = None
+        per_class = cfg.evaluation.shift_per_class
+        if per_class:
+            with phase("shift benchmark: test digits as people's pictures, through the service's preprocessing"):
+                shifted = robustness.shift_benchmark(
+                    lambda images: run_onnx(session, images), fitted.threshold,
+                    robustness.balanced(data.test_known, per_class, seed=0),
+                    robustness.balanced(data.test_unknown, per_class, seed=0))
         with phase("writing the report and figures"):
             report = {
                 "name": cfg.name, "protocol": protocol, "classes": class_names,
                 "threshold": fitted.threshold, "target_tpr": cfg.scores.target_tpr,
                 "val_accepted": float(np.mean(run_torch(fitted.module, data.val.images)["score"] >= fitted.threshold)),
-                "shipped": shipped, "scores": table, "parity": parity,
+                "shipped": shipped, "scores": table, "parity": parity, "robustness": shifted,
                 "history": history, "config": cfg.to_dict(),
             }
             if plots_enabled:
-                report["figures"] = _figures(stage / "figures", fitted, history, data, known_feats, unknown_feats,
-                                             known_out, unknown_out, shipped, class_names)
+                report["figures"] = _figures(stage / "figures", fitted, history, data, scores, known_out,
+                                             unknown_out, shipped, class_names, shifted)
             atomic_write_json(stage / "report.json", report)
             atomic_write_bytes(stage / "report.md", render_report(report).encode())
     shown = {k: v for k, v in metadata["metrics"].items() if k.startswith(("known_acc", "auroc", "macro"))}
@@ -169,12 +189,11 @@ def _checkpoint_bytes(cfg: Config, model: torch.nn.Module, history: list[dict]) 
     return buffer.getvalue()
 
 
-def _figures(folder: Path, fitted: FittedScores, history, data: OpenSetData, known_feats, unknown_feats,
-             known_out, unknown_out, shipped, class_names) -> dict[str, str]:
+def _figures(folder: Path, fitted: FittedScores, history, data: OpenSetData, scores, known_out, unknown_out,
+             shipped, class_names, shifted: dict | None) -> dict[str, str]:
     figures = {"learning_curves": plots.learning_curves(history, folder / "learning_curves.png")}
-    for set_name, feats in unknown_feats.items():
-        pairs = {name: (det.score_features(known_feats), det.score_features(feats))
-                 for name, det in fitted.detectors.items()}
+    for set_name in unknown_out:
+        pairs = {name: (known, unknowns[set_name]) for name, (known, unknowns) in scores.items()}
         figures[f"roc_{set_name}"] = plots.roc_curves(pairs, set_name, folder / f"roc_{set_name}.png")
     figures["score_histograms"] = plots.score_histograms(
         known_out["score"], {k: v["score"] for k, v in unknown_out.items()}, fitted.threshold,
@@ -187,6 +206,10 @@ def _figures(folder: Path, fitted: FittedScores, history, data: OpenSetData, kno
                                           [class_names[data.train.labels[i]] for i in picks], folder / "samples.png")
     figures["worst_mistakes"] = plots.image_grid(*_worst_mistakes(data, known_out, unknown_out, fitted.threshold,
                                                                   class_names), folder / "worst_mistakes.png")
+    if shifted:
+        digit = data.test_known.images[np.argmax(data.test_known.labels == 2), 0]
+        figures["shift_examples"] = plots.shift_examples(robustness.examples(digit), folder / "shift_examples.png")
+        figures["shift_bars"] = plots.shift_bars(shifted, folder / "shift_bars.png")
     return {name: str(path.relative_to(folder.parent)) for name, path in figures.items()}
 
 

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from openset.augment import augment
 from openset.config import Config, OptimConfig
 from openset.data import DATA_DIR_HELP, OpenSetData, Split, load_dataset, open_set_data
-from openset.models import build_model
-from openset.negatives import NegativeSampler, augment
+from openset.models import ModelOutput, build_model, members
+from openset.negatives import NegativeSampler
 from training.checkpoints import (
     TrainingInterrupted,
     TrainState,
@@ -84,28 +85,24 @@ def train_one_epoch(
     epoch: int,
 ) -> dict[str, float]:
     model.train()
-    neg = cfg.negatives
     all_images, all_labels = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     order = torch.randperm(len(train), generator=gen)
     batches = order.split(cfg.optim.batch_size)
     totals = {"loss": 0.0, "correct": 0, "seen": 0}
     bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
     for index in bar:
-        images, labels = all_images[index], all_labels[index]
-        if cfg.data.augment:
-            images = augment(images, gen)
-        batch = images
-        if sampler.enabled:
-            batch = torch.cat([images, sampler.sample(images, labels, gen)])
-        logits, _, _, head_logits = model(batch)
+        raw, labels = all_images[index], all_labels[index]
+        images = augment(raw, cfg.augment, gen) if cfg.data.augment else raw
+        negatives = sampler.sample(images, labels, gen) if sampler.enabled else images[:0]
+        if cfg.contrastive.weight:  # a second view of every digit
+            second = augment(raw, cfg.augment, gen) if cfg.data.augment else raw
+            images, labels = torch.cat([images, second]), torch.cat([labels, labels])
+        batch = torch.cat([images, negatives])
         known = len(images)
-        loss = F.cross_entropy(logits[:known], labels)
-        if sampler.enabled:
-            loss = loss + neg.head_weight * head_loss(head_logits, labels, len(batch) - known)
-            if neg.uniform_weight:
-                # Outlier exposure: the softmax of a negative should be flat.
-                uniform = -F.log_softmax(logits[known:], dim=1).mean()
-                loss = loss + neg.uniform_weight * uniform
+        # An ensemble's members each learn from their own outputs (the same batch), never from the average.
+        outputs = [member(batch) for member in members(model)]
+        loss = sum(batch_loss(output, labels, known, sampler.enabled, cfg) for output in outputs)
+        logits = outputs[0].logits  # the training accuracy shown is the first member's
         if cfg.optim.l1:
             loss = loss + cfg.optim.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
         optimizer.zero_grad(set_to_none=True)
@@ -117,6 +114,34 @@ def train_one_epoch(
         totals["seen"] += known
         bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.4f}", acc=f"{totals['correct'] / totals['seen']:.4f}")
     return {"train_loss": totals["loss"] / totals["seen"], "train_acc": totals["correct"] / totals["seen"]}
+
+
+def batch_loss(output: ModelOutput, labels: torch.Tensor, known: int, negatives: bool, cfg: Config) -> torch.Tensor:
+    """One network's loss on a batch of ``known`` labelled digits followed by negatives."""
+    logits, embedding, _, head_logits = output
+    loss = F.cross_entropy(logits[:known], labels)
+    if cfg.contrastive.weight:
+        loss = loss + cfg.contrastive.weight * supcon_loss(embedding[:known], labels, cfg.contrastive.temperature)
+    if negatives:
+        loss = loss + cfg.negatives.head_weight * head_loss(head_logits, labels, len(logits) - known)
+        if cfg.negatives.uniform_weight:
+            # Outlier exposure: the softmax of a negative should be flat.
+            uniform = -F.log_softmax(logits[known:], dim=1).mean()
+            loss = loss + cfg.negatives.uniform_weight * uniform
+    return loss
+
+
+def supcon_loss(embedding: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, "L_out"): for every sample, minus the mean log-probability
+    of picking a sample of its own class among all the others, by cosine similarity / temperature."""
+    z = F.normalize(embedding, dim=1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (labels[:, None] == labels[None, :]) & ~self_mask
+    per_sample = -(log_prob.masked_fill(~positive, 0.0)).sum(1) / positive.sum(1).clamp_min(1)
+    return per_sample.mean()
 
 
 def head_loss(head_logits: torch.Tensor, labels: torch.Tensor, negatives: int) -> torch.Tensor:

@@ -36,13 +36,13 @@ def _request_body(json_model: type, many: bool) -> dict:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def _decode_all(blobs: list[bytes], max_pixels: int) -> list[np.ndarray]:
-    """Decode and normalise images under one pixel budget for the whole request."""
+def _decode_all(blobs: list[bytes], max_pixels: int, box: int) -> list[np.ndarray]:
+    """Decode and lay out images in the model's input layout, under one pixel budget for the whole request."""
     images, budget = [], max_pixels
     for blob in blobs:
         image = decode(blob, budget)
         budget -= image.width * image.height
-        images.append(mnist_like(image))
+        images.append(mnist_like(image, box))
     return images
 
 
@@ -71,8 +71,9 @@ def _arrays(body: bytes, many: bool) -> list[np.ndarray]:
         raise InputError(validation_message(err.errors(), "invalid JSON body"), 422) from None
 
 
-async def read_images(request: Request, many: bool) -> np.ndarray:
-    """The request's image(s) as float32 ``[N, 1, 28, 28]``, whatever the accepted encoding."""
+async def read_images(request: Request, many: bool, box: int) -> np.ndarray:
+    """The request's image(s) as float32 ``[N, 1, 28, 28]``, whatever the accepted encoding; pictures are laid out
+    with the digit in a ``box`` x ``box`` square (the model's, from its model.json)."""
     settings = request.app.state.settings
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
@@ -89,9 +90,9 @@ async def read_images(request: Request, many: bool) -> np.ndarray:
             "multipart/form-data, application/json or image/png|jpeg|bmp|webp|gif"
         raise InputError(f"unsupported content type {media or '(none)'!r}; send {accepted}", 415)
     if sum(map(len, blobs)) > OFFLOAD_BYTES:
-        images = await run_in_threadpool(_decode_all, blobs, settings.max_image_pixels)
+        images = await run_in_threadpool(_decode_all, blobs, settings.max_image_pixels, box)
     else:
-        images = _decode_all(blobs, settings.max_image_pixels)
+        images = _decode_all(blobs, settings.max_image_pixels, box)
     return np.stack(images)[:, None]
 
 
@@ -117,7 +118,7 @@ def _model_ref(runtime: ModelRuntime) -> dict:
              summary="Classify one image: a known digit or the unknown label")
 async def predict(request: Request) -> JSONResponse:
     runtime = ready_runtime(request)
-    [prediction] = await _predict(request, runtime, await read_images(request, many=False))
+    [prediction] = await _predict(request, runtime, await read_images(request, many=False, box=runtime.box))
     return JSONResponse({**_decision(prediction), "model": _model_ref(runtime)})
 
 
@@ -126,5 +127,5 @@ async def predict(request: Request) -> JSONResponse:
              summary="Classify several images in one model call, answered in order")
 async def predict_batch(request: Request) -> JSONResponse:
     runtime = ready_runtime(request)
-    predictions = await _predict(request, runtime, await read_images(request, many=True))
+    predictions = await _predict(request, runtime, await read_images(request, many=True, box=runtime.box))
     return JSONResponse({"predictions": [_decision(p) for p in predictions], "model": _model_ref(runtime)})
