@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -133,3 +134,9 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> t
         images = blur(images, cfg.blur, cfg.blur_p, gen)
     images = warp(images, cfg, gen)
     return to_mnist_layout(images) if cfg.renormalise else images
+
+
+def augment_once(images: np.ndarray, cfg: AugmentConfig, seed: int) -> torch.Tensor:
+    """``images`` changed once by :func:`augment`, the same every time (the changed validation digits that
+    ``scores.calibration = "clean+augmented"`` calibrates on)."""
+    return augment(torch.from_numpy(images), cfg, torch.Generator().manual_seed(seed))

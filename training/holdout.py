@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from openset import shifts
-from openset.augment import augment
+from openset.augment import augment_once
 from openset.calibration import threshold_at_tpr
 from openset.config import Config
 from openset.data import DATA_DIR_HELP, OpenSetData, Split, open_set_data, remap_classes, select_classes
@@ -66,7 +65,7 @@ def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, dic
     out_feats = extract_features(model, _only(data.val, [held_out], remap=False).images)
     # The threshold's digits: the validation digits, and (``clean+augmented``) them changed once more. Both are
     # measured for the shipped score; the config's calibration is the one of every other figure.
-    changed = augment(torch.from_numpy(fold.val.images), cfg.augment, torch.Generator().manual_seed(cfg.seed))
+    changed = augment_once(fold.val.images, cfg.augment, cfg.seed)
     changed_feats = extract_features(model, changed)
     calibration = [val_feats] + ([changed_feats] if cfg.scores.calibration == "clean+augmented" else [])
     scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # validation, held-out class, calibration

@@ -26,7 +26,7 @@ import torchvision
 import openset
 from openset import metrics, plots
 from openset.artifacts import atomic_write_bytes, atomic_write_json, staged_directory
-from openset.augment import augment
+from openset.augment import augment_once
 from openset.calibration import RULE, UNKNOWN, decide, threshold_at_tpr
 from openset.config import Config
 from openset.contract import FORMAT_VERSION, INPUT, LAYOUT, OUTPUTS, UNKNOWN_LABEL
@@ -64,7 +64,7 @@ def calibration_scores(module: ExportModule, cfg: Config, data: OpenSetData) -> 
     once more, changed by the training augmentation (seeded)."""
     scores = run_torch(module, data.val.images)["score"]
     if cfg.scores.calibration == "clean+augmented":
-        changed = augment(torch.from_numpy(data.val.images), cfg.augment, torch.Generator().manual_seed(cfg.seed))
+        changed = augment_once(data.val.images, cfg.augment, cfg.seed)
         scores = np.concatenate([scores, run_torch(module, changed)["score"]])
     return scores
 
