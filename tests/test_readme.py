@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -194,3 +195,21 @@ def test_every_shown_training_command_parses():
         argv = shlex.split(line)[1:]
         if argv and argv[0] in ("train", "robustness", "export", "holdout", "sweep", "tune"):
             get_parser(argv[0]).parse_args(argv)  # exits with status 2 on an unknown or missing option
+
+
+def test_the_quick_config_trains_as_shown(tmp_path, data_dir):
+    """The README's quick try, as written, in a folder holding only the config (the venv's ``openset`` on PATH):
+    the same recipe as the shipped config in one epoch, ending in a complete artefact."""
+    from openset.config import Config
+
+    line = readme_command("openset train --config configs/mnist-0to4-quick.json --out runs/quick")
+    (tmp_path / "configs").mkdir()
+    shutil.copy(REPO / "configs" / "mnist-0to4-quick.json", tmp_path / "configs")
+    env = {**os.environ, "OPENSET_DATA_DIR": str(data_dir),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    quick, shipped = Config.from_json(REPO / "configs" / "mnist-0to4-quick.json"), Config()
+    assert quick.optim.epochs == 1 and quick.augment == shipped.augment and quick.model == shipped.model
+    report = json.loads((tmp_path / "runs" / "quick" / "report.json").read_text())
+    assert report["robustness"]["samples"]["known"] == 5 * 5 and (tmp_path / "runs" / "quick" / "model.onnx").is_file()
