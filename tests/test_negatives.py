@@ -46,3 +46,15 @@ def test_pool_sources_draw_from_the_pool_and_need_one():
 
 def test_none_source_is_disabled():
     assert not NegativeSampler(NegativesConfig(source="none")).enabled
+
+
+def test_mirror_flips_a_digit_unless_its_mirror_image_is_itself():
+    shapes = torch.zeros(2, 1, 28, 28)
+    shapes[0, :, 6:22, 8:11] = 1.0  # an "L": a stroke down the left side...
+    shapes[0, :, 19:22, 8:20] = 1.0  # ...and one along the bottom
+    shapes[1, :, 6:22, 13:15] = 1.0  # a centred upright bar, the same in either mirror
+    out = KINDS["mirror"](shapes, torch.tensor([0, 1]), torch.Generator().manual_seed(0))
+    assert torch.equal(out[0], shapes[0].flip(2)) or torch.equal(out[0], shapes[0].flip(1))
+    lying = torch.zeros(1, 28, 28)
+    lying[:, 13:15, 6:22] = 1.0  # the bar turned a quarter, whichever way
+    assert torch.equal(out[1], lying) or torch.equal(out[1], lying.flip(1))
