@@ -222,7 +222,7 @@ class KNN(ReferenceDistance):
 
 class Combined(Detector):
     """The shipped score: a weighted sum of the sigmoid head's logit and minus a reference distance
-    (by default the nearest class centroid), each standardised by its mean and standard deviation
+    (the config's: the kNN distance or the nearest class centroid), each standardised by its mean and standard deviation
     on the fit data (known classes only); higher = more known.
 
     ``score = w * (known_logit - loc_[0]) / scale_[0] + (1 - w) * (-distance - loc_[1]) / scale_[1]``
@@ -231,7 +231,7 @@ class Combined(Detector):
 
     needs_fit = True
 
-    def __init__(self, head_weight: float = 0.5, distance: ReferenceDistance | None = None, extractor=None) -> None:
+    def __init__(self, head_weight: float, distance: ReferenceDistance, extractor=None) -> None:
         super().__init__(extractor)
         self.head_weight = head_weight
         self.distance = distance
@@ -240,7 +240,7 @@ class Combined(Detector):
         return np.stack([features.known_logit, -self.distance_.distances(features)], axis=1)
 
     def fit_features(self, features: Features, labels: np.ndarray) -> Combined:
-        self.distance_ = copy.deepcopy(self.distance or CentroidDistance()).fit_features(features, labels)
+        self.distance_ = copy.deepcopy(self.distance).fit_features(features, labels)
         parts = self._components(features)
         self.loc_ = parts.mean(axis=0)
         self.scale_ = np.maximum(parts.std(axis=0), 1e-12)
@@ -261,26 +261,34 @@ class Combined(Detector):
         return self.standardised_components(features) @ self.weights
 
 
-def combined_distance(cfg: ScoreConfig) -> ReferenceDistance:
+def combined_distance(cfg: ScoreConfig, seed: int) -> ReferenceDistance:
     """The distance term of the combined score, as the config names it."""
     if cfg.combined_distance == "knn":
-        return KNN(cfg.knn_k, cfg.knn_bank)
-    return CentroidDistance(cfg.centroid_metric, per_class=cfg.combined_per_class)
+        return KNN(cfg.knn_k, cfg.knn_bank, seed)
+    return CentroidDistance(cfg.centroid_metric, cfg.combined_per_class, seed)
 
 
-SCORES: dict[str, Callable[[ScoreConfig], Detector]] = {
-    "msp": lambda cfg: MaxSoftmax(),
-    "max_logit": lambda cfg: MaxLogit(),
-    "energy": lambda cfg: Energy(),
-    "known_head": lambda cfg: SigmoidHead(),
-    "centroid": lambda cfg: CentroidDistance(cfg.centroid_metric),
-    "prototypes": lambda cfg: CentroidDistance(cfg.centroid_metric, per_class=cfg.prototypes_per_class),
-    "mahalanobis": lambda cfg: Mahalanobis(),
-    "knn": lambda cfg: KNN(cfg.knn_k, cfg.knn_bank),
-    "combined": lambda cfg: Combined(cfg.combined_head_weight, combined_distance(cfg)),
+# Each score from the config's settings and the run's seed (the kNN bank's sample, the k-means start).
+SCORES: dict[str, Callable[[ScoreConfig, int], Detector]] = {
+    "msp": lambda cfg, seed: MaxSoftmax(),
+    "max_logit": lambda cfg, seed: MaxLogit(),
+    "energy": lambda cfg, seed: Energy(),
+    "known_head": lambda cfg, seed: SigmoidHead(),
+    "centroid": lambda cfg, seed: CentroidDistance(cfg.centroid_metric, seed=seed),
+    "prototypes": lambda cfg, seed: CentroidDistance(cfg.centroid_metric, cfg.prototypes_per_class, seed),
+    "mahalanobis": lambda cfg, seed: Mahalanobis(),
+    "knn": lambda cfg, seed: KNN(cfg.knn_k, cfg.knn_bank, seed),
+    "combined": lambda cfg, seed: Combined(cfg.combined_head_weight, combined_distance(cfg, seed)),
 }
 
 
-def build_detectors(cfg: ScoreConfig, names: list[str] | None = None) -> dict[str, Detector]:
-    """Fresh, unfitted detectors by name (all of :data:`SCORES` by default)."""
-    return {name: SCORES[name](cfg) for name in (names or SCORES)}
+def build_detectors(cfg: ScoreConfig, seed: int, names: list[str] | None = None) -> dict[str, Detector]:
+    """Fresh, unfitted detectors by name (all of :data:`SCORES` by default); ``seed`` is the run's
+    (``Config.seed``)."""
+    return {name: SCORES[name](cfg, seed) for name in (names or SCORES)}
+
+
+def fit_detectors(cfg: ScoreConfig, seed: int, features: Features, labels: np.ndarray,
+                  names: list[str] | None = None) -> dict[str, Detector]:
+    """:func:`build_detectors`, each fitted on the known training digits' features."""
+    return {name: det.fit_features(features, labels) for name, det in build_detectors(cfg, seed, names).items()}

@@ -17,7 +17,7 @@ from openset.data import open_set_data
 from openset.export import ExportModule, run_torch
 from openset.metrics import auroc
 from openset.models import extract_features
-from openset.scores import build_detectors
+from openset.scores import fit_detectors
 from training.evaluate import headline, run_onnx, shipped_metrics, unknown_sets
 from training.export import load_checkpoint
 from training.robustness import balanced, shift_benchmark
@@ -70,11 +70,7 @@ def fitted(meta, data):
     """The checkpoint with every score refitted on the known training digits."""
     cfg, model, _ = load_checkpoint(MODEL / "checkpoint.pt")
     assert cfg == Config.model_validate(meta["config"])  # the same config (later fields at their defaults)
-    detectors = build_detectors(cfg.scores)
-    train_feats = extract_features(model, data.train.images)
-    for det in detectors.values():
-        det.fit_features(train_feats, data.train.labels)
-    return model, detectors
+    return model, fit_detectors(cfg.scores, cfg.seed, extract_features(model, data.train.images), data.train.labels)
 
 
 def test_onnx_and_torch_agree_on_the_whole_test_set(meta, session, data, fitted):

@@ -30,7 +30,7 @@ from openset.data import DATA_DIR_HELP, OpenSetData, Split, open_set_data, remap
 from openset.export import run_torch
 from openset.metrics import auroc
 from openset.models import extract_features
-from openset.scores import KNN, Combined, build_detectors
+from openset.scores import KNN, Combined, fit_detectors
 from training.pipeline import calibration_scores, fit_scores
 from training.robustness import CACHE, balanced, shift_benchmark
 from training.train import fit
@@ -69,19 +69,18 @@ def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, dic
     changed_feats = extract_features(model, changed)
     calibration = [val_feats] + ([changed_feats] if cfg.scores.calibration == "clean+augmented" else [])
     scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # validation, held-out class, calibration
-    detectors = build_detectors(cfg.scores)
+    detectors = fit_detectors(cfg.scores, cfg.seed, train_feats, fold.train.labels)
     for name, det in detectors.items():  # each fitted and scored once
-        det.fit_features(train_feats, fold.train.labels)
         scores[name] = (det.score_features(val_feats), det.score_features(out_feats),
                         np.concatenate([det.score_features(f) for f in calibration]))
     # The kNN score's k and bank size are design choices too: a grid on the same features.
     for k, bank in KNN_GRID:
-        det = KNN(k, bank or len(fold.train)).fit_features(train_feats, fold.train.labels)
+        det = KNN(k, bank or len(fold.train), cfg.seed).fit_features(train_feats, fold.train.labels)
         scores[f"knn{k}/{bank or 'all'}"] = (det.score_features(val_feats), det.score_features(out_feats),
                                              np.concatenate([det.score_features(f) for f in calibration]))
     # The combined score's distance and head weight are design choices: a grid, from one set of distances each.
     for distance in DISTANCES:
-        combined = Combined(distance=detectors[distance]).fit_features(train_feats, fold.train.labels)
+        combined = Combined(0.0, detectors[distance]).fit_features(train_feats, fold.train.labels)
         parts = [combined.standardised_components(f) for f in (val_feats, out_feats)]
         parts.append(np.concatenate([combined.standardised_components(f) for f in calibration]))
         for w in WEIGHT_GRID:

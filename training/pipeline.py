@@ -33,7 +33,7 @@ from openset.contract import FORMAT_VERSION, INPUT, LAYOUT, OUTPUTS, UNKNOWN_LAB
 from openset.data import OpenSetData
 from openset.export import ExportModule, export_onnx, run_torch, write_model_json
 from openset.models import extract_features
-from openset.scores import Detector, Features, build_detectors
+from openset.scores import Detector, Features, fit_detectors
 from training import robustness
 from training.evaluate import headline, run_onnx, shipped_metrics, unknown_sets
 from training.report import render_report
@@ -52,9 +52,7 @@ class FittedScores:
 def fit_scores(model: torch.nn.Module, cfg: Config, data: OpenSetData) -> FittedScores:
     """Fit every score on known training features; threshold on known validation data only."""
     train_feats = extract_features(model, data.train.images)
-    detectors = build_detectors(cfg.scores)
-    for det in detectors.values():
-        det.fit_features(train_feats, data.train.labels)
+    detectors = fit_detectors(cfg.scores, cfg.seed, train_feats, data.train.labels)
     module = ExportModule(model, detectors["combined"], detectors["centroid"])
     scores = calibration_scores(module, cfg, data)  # the clean validation digits first
     threshold = threshold_at_tpr(scores, cfg.scores.target_tpr)
