@@ -59,10 +59,17 @@ def load_runtime(settings) -> ModelRuntime:
 
 def publish(app, runtime: ModelRuntime) -> None:
     """Make ``runtime`` the served model: one reference swap, then the metrics follow."""
+    previous = getattr(app.state, "runtime", None)
     app.state.runtime = runtime
     info = app.state.metrics.model_info
+    if previous is not None and previous.ready:  # 0 first: with several workers its value stays in the files, now at 0
+        info.labels(*_info_labels(previous)).set(0)
     info.clear()
-    info.labels(runtime.name, runtime.version, runtime.meta["onnx_sha256"], str(runtime.threshold)).set(1)
+    info.labels(*_info_labels(runtime)).set(1)
+
+
+def _info_labels(runtime: ModelRuntime) -> tuple[str, str, str, str]:
+    return runtime.name, runtime.version, runtime.meta["onnx_sha256"], str(runtime.threshold)
 
 
 async def reload_model(app) -> ModelRuntime:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -20,7 +23,7 @@ import openset
 from service.errors import install_error_handlers
 from service.guards import BodyLimitMiddleware, api_key_dependency
 from service.lifecycle import ModelPinMiddleware, install_sighup, load_runtime, model_version, publish
-from service.observability import AccessMiddleware, Metrics, configure_logging
+from service.observability import MULTIPROCESS_DIR, AccessMiddleware, Metrics, configure_logging
 from service.routes import admin, ops, predict, v2
 from service.runtime import ModelLoadError, ModelRuntime
 from service.settings import Settings, get_settings
@@ -81,8 +84,17 @@ def serve() -> None:
     except ModelLoadError as err:
         print(f"openset-serve: cannot start: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to graceful_timeout), then exits.
-    uvicorn.run("service.main:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level, access_log=False,
-                timeout_keep_alive=30, timeout_graceful_shutdown=settings.graceful_timeout,
-                limit_concurrency=settings.max_connections, http="service.protocol:DeadlineHttpToolsProtocol")
+    # Several workers share their metrics through files (prometheus_client's multiprocess mode), in a fresh
+    # directory unless PROMETHEUS_MULTIPROC_DIR names one; the workers, started after this, inherit it.
+    own_dir = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROCESS_DIR):
+        own_dir = os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="openset-metrics-")
+    try:
+        # SIGTERM: uvicorn stops accepting, lets in-flight requests finish (up to graceful_timeout), then exits.
+        uvicorn.run("service.main:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level, access_log=False,
+                    timeout_keep_alive=30, timeout_graceful_shutdown=settings.graceful_timeout,
+                    limit_concurrency=settings.max_connections, http="service.protocol:DeadlineHttpToolsProtocol")
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)

@@ -1,17 +1,24 @@
-"""Prometheus metrics, JSON access logs and request ids: one ASGI middleware and one registry per app."""
+"""Prometheus metrics, JSON access logs and request ids: one ASGI middleware and one registry per app.
+
+With several workers (``OPENSET_WORKERS``), prometheus_client's multiprocess mode keeps every worker's values in
+files under ``PROMETHEUS_MULTIPROC_DIR`` (``openset-serve`` makes one when it is not set), and ``/metrics`` sums
+them, so a scrape sees the whole server whichever worker answers it.
+"""
 
 from __future__ import annotations
 
 import collections
 import json
 import logging
+import os
 import time
 import uuid
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 access_log = logging.getLogger("openset.access")
 
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch to multiprocess mode
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -27,10 +34,20 @@ class Metrics:
                                    ["label"], registry=self.registry)
         self.batch_size = Histogram("openset_batch_size", "Images per model call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
+        # With several workers: 1 while any worker serves that model ("max" over the workers).
         self.model_info = Gauge("openset_model_info", "The served model (value 1)",
-                                ["name", "version", "sha256", "threshold"], registry=self.registry)
+                                ["name", "version", "sha256", "threshold"], registry=self.registry,
+                                multiprocess_mode="max")
         self.reloads = Counter("openset_model_reloads_total", "Hot reloads by result (ok, refused)",
                                ["result"], registry=self.registry)
+
+    def exposition(self) -> bytes:
+        """The text ``/metrics`` answers: this app's registry, or every worker's values in multiprocess mode."""
+        if not os.environ.get(MULTIPROCESS_DIR):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
 
     def observe_predictions(self, labels: list[str]) -> None:
         self.batch_size.observe(len(labels))

@@ -190,3 +190,29 @@ def test_sigterm_lets_in_flight_requests_finish_and_refuses_new_ones(model_dir):
         assert b'"label"' in response
         # uvicorn re-raises the signal once drained, so the exit status says "terminated by SIGTERM".
         assert process.wait(timeout=15) in (0, -signal.SIGTERM)
+
+
+def scraped(url: str, name: str) -> float:
+    """The sum of a metric's samples over its labels in one scrape of /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(f"{name}{{") or line.startswith(f"{name} "))
+
+
+@pytest.mark.parametrize("given_dir", [True, False], ids=["PROMETHEUS_MULTIPROC_DIR set", "a directory of its own"])
+def test_with_two_workers_every_scrape_counts_every_worker(model_dir, tmp_path, monkeypatch, given_dir):
+    if given_dir:  # as a deployment may set it
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    else:
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with running_server(model_dir, workers="2") as (url, process):
+        for _ in range(40):  # a new connection each, so both workers answer some
+            assert httpx.post(f"{url}/v1/predict", json=DIGIT).status_code == 200
+        if given_dir:
+            workers = {path.stem.rsplit("_", 1)[1] for path in tmp_path.glob("counter_*.db")}
+            assert len(workers) == 2  # both answered requests...
+        for _ in range(6):  # ...and whichever of them answers a scrape counts them all
+            assert scraped(url, "openset_predictions_total") == 40
+        info = [line for line in httpx.get(f"{url}/metrics").text.splitlines()
+                if line.startswith("openset_model_info{")]
+        assert len(info) == 1 and info[0].endswith(" 1.0")
