@@ -202,7 +202,7 @@ class Config(_Frozen):
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
         except ValidationError as err:
-            raise ConfigError(f"{path}: {_problems(err)}") from None
+            raise ConfigError(f"{path}: {problems(err.errors())}") from None
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -218,9 +218,13 @@ class Config(_Frozen):
         try:
             return Config.model_validate(merged)
         except ValidationError as err:
-            raise ConfigError(f"invalid override: {_problems(err)}") from None
+            raise ConfigError(f"invalid override: {problems(err.errors())}") from None
 
 
-def _problems(err: ValidationError) -> str:
-    """pydantic's errors as one line: ``where: what; where: what``."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors())
+def problems(errors: list[dict], limit: int = 5) -> str:
+    """pydantic's error list (``ValidationError.errors()``) as one line: ``where: what; where: what``; a request
+    body's ``body`` step is left out of the place."""
+    def where(item: dict) -> str:
+        return ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+
+    return "; ".join(f"{where(e)}: {e.get('msg')}" if where(e) else str(e.get("msg")) for e in errors[:limit])

@@ -9,15 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.preprocess import InputError
+from openset.config import problems
 
 log = logging.getLogger("openset.service")
 
 
-class ServiceError(Exception):
-    """An error with its HTTP status: 401 auth, 404 unknown model, 413 too large, 503 not ready, …"""
+class ServiceError(ValueError):
+    """The one error the service answers with: a message and its HTTP status (400 bad input, 401 auth, 404
+    unknown model, 413 too large, 415 not an image, 422 invalid, 503 not ready, …)."""
 
-    def __init__(self, message: str, status: int, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers
@@ -28,19 +29,11 @@ def error_response(message: str, status: int, headers: dict[str, str] | None = N
 
 
 def validation_message(errors: list[dict], prefix: str = "invalid request") -> str:
-    """pydantic's error list as one line: ``where: what; where: what``."""
-    parts = []
-    for item in errors[:5]:
-        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
-    return f"{prefix}: " + "; ".join(parts)
+    """pydantic's error list as one line, after ``prefix``."""
+    return f"{prefix}: {problems(errors)}"
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(InputError)
-    async def _input(request: Request, err: InputError) -> JSONResponse:
-        return error_response(str(err), err.status)
-
     @app.exception_handler(ServiceError)
     async def _service(request: Request, err: ServiceError) -> JSONResponse:
         return error_response(str(err), err.status, err.headers)

@@ -7,7 +7,7 @@ from the digit; stroke intensities are rescaled to full strength (grey paper, pe
 Laying out (:func:`mnist_like`): cropped to the ink's box, scaled to fit the model's box (MNIST: 20x20)
 keeping the aspect ratio, anti-aliased, and placed in a 28x28 field with its centre of mass at the centre.
 Pillow and numpy only. Ready 28x28 arrays (0-255 or 0-1) are taken as they are. Every rejection is an
-:class:`InputError` with an HTTP status.
+:class:`~service.errors.ServiceError` with an HTTP status.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from openset.contract import LAYOUT
+from service.errors import ServiceError
 
 FORMATS = {"PNG", "JPEG", "BMP", "WEBP", "GIF"}
 MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/bmp", "image/x-ms-bmp", "image/webp", "image/gif"}
@@ -35,42 +36,34 @@ MIN_CONTRAST = 0.12  # a picture whose darkest spots are this close to the paper
 BOX_INK = 0.2  # the digit's box holds its ink from this level on (MNIST's 20x20 box holds the soft edges too)
 
 
-class InputError(ValueError):
-    """Input the service refuses; ``status`` is the HTTP code to answer with."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def decode(data: bytes, max_pixels: int) -> Image.Image:
     """Decode PNG/JPEG/BMP/WebP/GIF (first frame) safely; the pixel budget is checked before decoding."""
     if not data:
-        raise InputError("empty image", 400)
+        raise ServiceError("empty image", 400)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in FORMATS:
-                raise InputError(f"unsupported image format {image.format}; send PNG, JPEG, BMP, WebP or GIF", 415)
+                raise ServiceError(f"unsupported image format {image.format}; send PNG, JPEG, BMP, WebP or GIF", 415)
             # Only the decoders above ever parse the bytes from here on.
             width, height = image.size
             if width * height > max_pixels:
-                raise InputError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels}", 400)
+                raise ServiceError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels}", 400)
             image.seek(0)
             longest = max(width, height)
             if image.format == "JPEG" and longest > 1024:  # decode big photos reduced (still >= 512 px)
                 image.draft("L", (width * 512 // longest, height * 512 // longest))
             image.load()
             image = ImageOps.exif_transpose(image)  # phone photos: upright as the user saw them
-    except InputError:
+    except ServiceError:
         raise
     except UnidentifiedImageError:
-        raise InputError("not a decodable image (PNG, JPEG, BMP, WebP or GIF expected)", 400) from None
+        raise ServiceError("not a decodable image (PNG, JPEG, BMP, WebP or GIF expected)", 400) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError("image refused as a decompression bomb", 400) from None
+        raise ServiceError("image refused as a decompression bomb", 400) from None
     except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data
-        raise InputError(f"corrupt image: {err}", 400) from None
+        raise ServiceError(f"corrupt image: {err}", 400) from None
     return image
 
 
@@ -236,17 +229,17 @@ def from_array(values) -> np.ndarray:
     try:
         array = np.asarray(values)
     except (TypeError, ValueError):  # ragged nesting, or nesting deeper than numpy allows
-        raise InputError("image array must be numbers", 422) from None
+        raise ServiceError("image array must be numbers", 422) from None
     if array.dtype.kind not in "iuf":
-        raise InputError("image array must be numbers", 422)
+        raise ServiceError("image array must be numbers", 422)
     array = array.astype(np.float64, copy=False)
     if array.ndim > 2 and all(d == 1 for d in array.shape[:-2]):  # [1, 28, 28] or [1, 1, 28, 28]
         array = array.reshape(array.shape[-2:])
     if array.shape != (SIDE, SIDE):
-        raise InputError(f"image array must be 28x28, got shape {list(array.shape)}", 422)
+        raise ServiceError(f"image array must be 28x28, got shape {list(array.shape)}", 422)
     if not np.all(np.isfinite(array)):
-        raise InputError("image array contains NaN or infinity", 422)
+        raise ServiceError("image array contains NaN or infinity", 422)
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 255:
-        raise InputError("image values must lie in [0, 1] or [0, 255]", 422)
+        raise ServiceError("image values must lie in [0, 1] or [0, 255]", 422)
     return (array / 255.0 if high > 1.0 else array).astype(np.float32)

@@ -53,3 +53,11 @@ def test_missing_config_file(tmp_path):
 
 def test_zero_hidden_layers_is_allowed():
     assert Config().override(model={"hidden": []}).model.hidden == ()
+
+
+def test_pydantic_errors_read_as_one_line_without_the_body_step():
+    from openset.config import problems
+
+    errors = [{"loc": ("body", "image", 0), "msg": "not a number"}, {"loc": (), "msg": "too short"}]
+    assert problems(errors) == "image.0: not a number; too short"
+    assert problems(errors * 4, limit=3).count(";") == 2

@@ -16,8 +16,9 @@ from PIL import Image
 from starlette.requests import Request
 
 from openset.data import load_dataset
+from service.errors import ServiceError
 from service.main import create_app
-from service.preprocess import InputError, centre_of_mass, decode, from_array, from_image_bytes, mnist_like
+from service.preprocess import centre_of_mass, decode, from_array, from_image_bytes, mnist_like
 from service.routes.predict import read_images
 from service.settings import Settings
 
@@ -153,7 +154,7 @@ def test_animated_gif_uses_the_first_frame():
 def test_unsupported_format_is_415():
     buffer = io.BytesIO()
     Image.new("L", (8, 8)).save(buffer, "TIFF")
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ServiceError) as err:
         decode(buffer.getvalue(), MAX_PIXELS)
     assert err.value.status == 415
 
@@ -163,13 +164,13 @@ NOISE_PNG = png(np.random.default_rng(0).integers(0, 256, (64, 64)))
 
 @pytest.mark.parametrize("data", [b"", b"not an image", NOISE_PNG[: len(NOISE_PNG) // 2]])
 def test_undecodable_or_truncated_is_400(data):
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ServiceError) as err:
         decode(data, MAX_PIXELS)
     assert err.value.status == 400
 
 
 def test_too_many_pixels_is_refused_before_decoding():
-    with pytest.raises(InputError, match="exceeds") as err:
+    with pytest.raises(ServiceError, match="exceeds") as err:
         decode(png(np.zeros((100, 100))), max_pixels=5000)
     assert err.value.status == 400
 
@@ -189,7 +190,7 @@ def test_ready_arrays_in_either_range(scale):
     ([["a"] * 28] * 28, "numbers"),
 ])
 def test_bad_arrays_are_422(bad, fragment):
-    with pytest.raises(InputError, match=fragment.replace("[", r"\[").replace("]", r"\]")) as err:
+    with pytest.raises(ServiceError, match=fragment.replace("[", r"\[").replace("]", r"\]")) as err:
         from_array(bad)
     assert err.value.status == 422
 
@@ -219,7 +220,7 @@ def assert_image(out: np.ndarray, shape=(28, 28)) -> None:
     assert np.all(np.isfinite(out)) and out.min() >= 0.0 and out.max() <= 1.0
 
 
-def assert_client_error(err: InputError, statuses) -> None:
+def assert_client_error(err: ServiceError, statuses) -> None:
     assert err.status in statuses and str(err).strip(), (err.status, str(err))
 
 
@@ -273,7 +274,7 @@ budgets = st.sampled_from([784, 5000, MAX_PIXELS])
 def test_any_bytes_decode_to_an_image_or_a_client_error(data, max_pixels):
     try:
         out = from_image_bytes(data, max_pixels)
-    except InputError as err:
+    except ServiceError as err:
         assert_client_error(err, {400, 415})
     else:
         assert_image(out)
@@ -306,7 +307,7 @@ def read_upload(data: bytes, media: str, max_pixels: int) -> np.ndarray:
 def test_any_uploaded_file_is_one_image_or_a_client_error(data, media, max_pixels):
     try:
         out = read_upload(data, media, max_pixels)
-    except InputError as err:
+    except ServiceError as err:
         assert_client_error(err, {400, 413, 415, 422})
     else:
         assert_image(out, (1, 1, 28, 28))
@@ -342,7 +343,7 @@ any_arrays = st.one_of(hnp.arrays(any_dtype, any_shape), pixel_grids(), pixel_gr
 def test_any_array_is_an_image_or_a_422(values):
     try:
         out = from_array(values)
-    except InputError as err:
+    except ServiceError as err:
         assert_client_error(err, {422})
     else:
         assert_image(out)

@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from service.errors import validation_message
+from service.errors import ServiceError, validation_message
 from service.guards import ready_runtime
-from service.preprocess import MEDIA_TYPES, InputError, decode, from_array, mnist_like
+from service.preprocess import MEDIA_TYPES, decode, from_array, mnist_like
 from service.runtime import ModelRuntime, Prediction, off_the_loop
 from service.schemas import ArrayBatch, ArrayImage, BatchResponse, PredictResponse, error_responses
 
@@ -50,15 +50,15 @@ async def _uploaded_blobs(request: Request, many: bool, max_batch: int) -> list[
     try:
         form = await request.form(max_files=max_batch + 1, max_fields=max_batch + 1)
     except HTTPException as err:  # Starlette's own multipart limits and parse errors
-        raise InputError(f"multipart body refused: {err.detail}", 413 if "Too many" in str(err.detail) else 400) \
+        raise ServiceError(f"multipart body refused: {err.detail}", 413 if "Too many" in str(err.detail) else 400) \
             from None
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     if not files:
-        raise InputError("the multipart body has no file part", 422)
+        raise ServiceError("the multipart body has no file part", 422)
     if not many and len(files) > 1:
-        raise InputError("send one file here; /v1/predict/batch takes several", 422)
+        raise ServiceError("send one file here; /v1/predict/batch takes several", 422)
     if len(files) > max_batch:
-        raise InputError(f"{len(files)} images exceed the batch limit of {max_batch}", 413)
+        raise ServiceError(f"{len(files)} images exceed the batch limit of {max_batch}", 413)
     return [await f.read() for f in files]
 
 
@@ -68,7 +68,7 @@ def _arrays(body: bytes, many: bool) -> list[np.ndarray]:
             return [from_array(a) for a in ArrayBatch.model_validate_json(body).images]
         return [from_array(ArrayImage.model_validate_json(body).image)]
     except ValidationError as err:
-        raise InputError(validation_message(err.errors(), "invalid JSON body"), 422) from None
+        raise ServiceError(validation_message(err.errors(), "invalid JSON body"), 422) from None
 
 
 async def read_images(request: Request, many: bool, box: int) -> np.ndarray:
@@ -83,12 +83,12 @@ async def read_images(request: Request, many: bool, box: int) -> np.ndarray:
     elif media == "application/json":
         images = _arrays(await request.body(), many)
         if len(images) > settings.max_batch:
-            raise InputError(f"{len(images)} images exceed the batch limit of {settings.max_batch}", 413)
+            raise ServiceError(f"{len(images)} images exceed the batch limit of {settings.max_batch}", 413)
         return np.stack(images)[:, None]
     else:
         accepted = "multipart/form-data or application/json" if many else \
             "multipart/form-data, application/json or image/png|jpeg|bmp|webp|gif"
-        raise InputError(f"unsupported content type {media or '(none)'!r}; send {accepted}", 415)
+        raise ServiceError(f"unsupported content type {media or '(none)'!r}; send {accepted}", 415)
     if sum(map(len, blobs)) > OFFLOAD_BYTES:
         images = await run_in_threadpool(_decode_all, blobs, settings.max_image_pixels, box)
     else:
