@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from openset.contract import LAYOUT
+from service.codec import numbers, pixels
 from service.errors import ServiceError
 
 FORMATS = {"PNG", "JPEG", "BMP", "WEBP", "GIF"}
@@ -226,20 +227,12 @@ def from_array(values) -> np.ndarray:
     Only real numbers are pixels: booleans, strings (even "0.5"), complex numbers, dates and objects
     (``None`` included) are refused, as are ragged lists, other shapes, NaN, infinities and values
     outside [0, 255]."""
-    try:
-        array = np.asarray(values)
-    except (TypeError, ValueError):  # ragged nesting, or nesting deeper than numpy allows
-        raise ServiceError("image array must be numbers", 422) from None
-    if array.dtype.kind not in "iuf":
+    array = values if isinstance(values, np.ndarray) else numbers(values)
+    if array is None or array.dtype.kind not in "iuf":
         raise ServiceError("image array must be numbers", 422)
     array = array.astype(np.float64, copy=False)
     if array.ndim > 2 and all(d == 1 for d in array.shape[:-2]):  # [1, 28, 28] or [1, 1, 28, 28]
         array = array.reshape(array.shape[-2:])
     if array.shape != (SIDE, SIDE):
         raise ServiceError(f"image array must be 28x28, got shape {list(array.shape)}", 422)
-    if not np.all(np.isfinite(array)):
-        raise ServiceError("image array contains NaN or infinity", 422)
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 255:
-        raise ServiceError("image values must lie in [0, 1] or [0, 255]", 422)
-    return (array / 255.0 if high > 1.0 else array).astype(np.float32)
+    return pixels(array, "either")

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from openset.contract import INPUT, OUTPUTS
+from service.codec import DATATYPES
 
 SIDE = 28
 # The schema says what the service accepts: exactly 28x28 finite grey levels in [0, 255] (or [0, 1]).
@@ -133,7 +134,8 @@ class InferResponse(BaseModel):
     outputs: list[InferOutput]
 
 
-# The v2 infer request: one FP32 [N, 1, 28, 28] / [N, 28, 28] tensor in [0, 1], or UINT8 in 0..255.
+# The v2 infer request: one [N, 1, 28, 28] / [N, 28, 28] tensor of any numeric datatype, cast: a floating-point
+# one (FP16, FP32, FP64) in [0, 1], an integer one (UINT8 ... INT64) in 0..255.
 # JSON Schema cannot say that ``data`` holds N*784 values (nor that a binary tensor's size matches).
 _FLAGS = {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}
 _SHAPE = {"oneOf": [
@@ -153,7 +155,7 @@ INFER_REQUEST = {
             "type": "object", "required": ["name", "datatype", "shape"],
             "properties": {
                 "name": {"const": INPUT},
-                "datatype": {"enum": ["FP32", "UINT8"]},
+                "datatype": {"enum": list(DATATYPES)},
                 "shape": _SHAPE,
                 "data": _DATA,
                 "parameters": {"type": "object",

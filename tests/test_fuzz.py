@@ -84,7 +84,7 @@ def with_matching_data(case):
     try:
         tensor = body["inputs"][0]
         shape = [min(int(tensor["shape"][0]), 3), *tensor["shape"][1:]]
-        top = 255 if tensor["datatype"] == "UINT8" else 1.0
+        top = 1.0 if str(tensor["datatype"]).startswith("FP") else 255
     except (KeyError, IndexError, TypeError, ValueError):
         return case
     tensor.update(shape=shape, data=[(i * 37 % 256) * top / 255 for i in range(math.prod(shape))])

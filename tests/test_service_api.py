@@ -144,7 +144,10 @@ def test_v2_malformed_requests_are_400_with_error_body(client, request_body, fra
 
 @pytest.mark.parametrize("tensor, fragment", [
     ({"shape": [1, 28, 27], "datatype": "FP32", "data": [0] * 756}, "shape"),
-    ({"shape": [1, 28, 28], "datatype": "INT64", "data": [0] * 784}, "datatype"),
+    ({"shape": [1, 28, 28], "datatype": "BOOL", "data": [False] * 784}, "datatype"),
+    ({"shape": [1, 28, 28], "datatype": "BYTES", "data": ["0"] * 784}, "datatype"),
+    ({"shape": [1, 28, 28], "datatype": "INT8", "data": [-1] * 784}, "0..255"),
+    ({"shape": [1, 28, 28], "datatype": "INT64", "data": [0.5] * 784}, "integers"),
     ({"shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 10}, "values"),
     ({"shape": [1, 28, 28], "datatype": "FP32", "data": [3e38] * 784}, "[0, 1]"),
     ({"shape": [1, 28, 28], "datatype": "UINT8", "data": [300] * 784}, "0..255"),
@@ -253,3 +256,24 @@ def test_demo_page_and_docs(client):
 
 def test_request_id_is_echoed(client):
     assert client.get("/v2/health/live", headers={"X-Request-ID": "r-42"}).headers["x-request-id"] == "r-42"
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP64", "UINT16", "UINT32", "UINT64", "INT16", "INT32", "INT64"])
+def test_v2_takes_every_numeric_datatype_as_the_same_picture(client, datatype):
+    digit = (np.eye(28) * 255).astype(np.uint8)
+    def answer(name, values):
+        tensor = {"name": "image", "shape": [1, 28, 28], "datatype": name, "data": values.ravel().tolist()}
+        response = client.post("/v2/models/mnist-0to4/infer", json={"inputs": [tensor]})
+        assert response.status_code == 200, response.text
+        return {out["name"]: out["data"] for out in response.json()["outputs"]}
+    unit = datatype.startswith("FP")
+    reference = answer("UINT8", digit)
+    same = answer(datatype, digit / 255.0 if unit else digit)
+    assert same["label"] == reference["label"]
+    np.testing.assert_allclose(same["score"], reference["score"], atol=1e-3 if datatype == "FP16" else 1e-6)
+
+
+def test_v2_json_data_with_a_boolean_among_numbers_is_refused(client):
+    tensor = {"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0.5, True] + [0.0] * 782}
+    response = client.post("/v2/models/mnist-0to4/infer", json={"inputs": [tensor]})
+    assert response.status_code == 400 and "numbers" in response.json()["error"]

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 import openset
 from openset.contract import INPUT, OUTPUTS
+from service.codec import DATATYPES, NOT_PIXELS, from_binary, numbers, pixels
 from service.errors import ServiceError
 from service.guards import ready_runtime
 from service.runtime import ModelRuntime, off_the_loop
@@ -34,7 +35,6 @@ from service.schemas import (
 )
 
 HEADER_LENGTH = "inference-header-content-length"
-DTYPES = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 
 
 async def get_runtime(request: Request, name: str) -> ModelRuntime:
@@ -180,8 +180,9 @@ def read_input(payload: dict, binary: bytes, max_batch: int) -> np.ndarray:
         raise ServiceError(f"expected exactly one input named {INPUT!r}", 400)
     tensor = inputs[0]
     datatype, given_shape = tensor.get("datatype"), tensor.get("shape")
-    if not isinstance(datatype, str) or datatype not in DTYPES:  # (a list or an object is not hashable)
-        raise ServiceError(f"input datatype must be FP32 or UINT8, got {datatype!r}", 422)
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # (a list or an object is not hashable)
+        kind = "grey levels are numbers" if datatype in NOT_PIXELS else f"one of {', '.join(DATATYPES)}"
+        raise ServiceError(f"input datatype must be {kind}, got {datatype!r}", 422)
     shape = [_whole(d) for d in given_shape] if isinstance(given_shape, list) else None
     if not (shape and None not in shape and len(shape) in (3, 4) and shape[-2:] == [28, 28]
             and (len(shape) == 3 or shape[1] == 1) and shape[0] >= 1):
@@ -195,31 +196,22 @@ def read_input(payload: dict, binary: bytes, max_batch: int) -> np.ndarray:
         if "data" in tensor:
             raise ServiceError("send the input as 'data' or as binary data (binary_data_size), not both", 400)
     else:
-        data = tensor.get("data")
-        try:
-            array = np.asarray(data) if isinstance(data, list) else None
-        except ValueError:  # ragged nesting
-            array = None
-        if array is None or array.dtype.kind not in "iuf":  # no strings, booleans or objects
+        array = numbers(tensor.get("data"))
+        if array is None:
             raise ServiceError("input 'data' must be a (nested) list of numbers", 400)
     if shape[0] > max_batch:
         raise ServiceError(f"batch of {shape[0]} exceeds the limit of {max_batch}", 413)
-    count, dtype = math.prod(shape), DTYPES[datatype]
+    count = math.prod(shape)
     if size is not None:
-        if size != count * dtype.itemsize or len(binary) != size:
+        if size != count * DATATYPES[datatype].itemsize or len(binary) != size:
             raise ServiceError(f"binary_data_size {size!r} does not match shape {shape} and the body", 400)
-        array = np.frombuffer(binary, dtype=dtype).astype(np.float64)
+        array = from_binary(binary, datatype)
     else:
-        array = array.astype(np.float64).reshape(-1)
+        array = array.reshape(-1)
         if array.size != count:
             raise ServiceError(f"input has {array.size} values, shape {shape} needs {count}", 422)
-    if datatype == "UINT8":
-        if np.any(array % 1):
-            raise ServiceError("UINT8 data must be integers in 0..255", 422)
-        array = array / 255.0
-    if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
-        raise ServiceError("pixel values must be finite and in [0, 1] (FP32) or 0..255 (UINT8)", 422)
-    return array.astype(np.float32).reshape(shape[0], 1, 28, 28)
+    scale = "unit" if datatype.startswith("FP") else "byte"
+    return pixels(array, scale).reshape(shape[0], 1, 28, 28)
 
 
 def requested_outputs(payload: dict, names: list[str]) -> list[tuple[str, bool]]:
