@@ -29,6 +29,13 @@ UNKNOWN_LABEL = "other"
 FORMAT_VERSION = 1
 
 
+def check_format(meta: dict) -> None:
+    """Raise ``ValueError`` unless a ``model.json`` is of the format this code reads."""
+    found = meta.get("format_version")
+    if found != FORMAT_VERSION:
+        raise ValueError(f"format_version {found!r}; this version of openset reads format {FORMAT_VERSION}")
+
+
 def check_contract(session: Any, num_classes: int) -> None:
     """Raise ``ValueError`` unless an onnxruntime session has the contract's input and outputs."""
     inputs = session.get_inputs()

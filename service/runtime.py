@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from openset.artifacts import sha256_file
 from openset.calibration import UNKNOWN, decide
-from openset.contract import INPUT, OUTPUTS, UNKNOWN_LABEL, check_contract
+from openset.contract import INPUT, OUTPUTS, UNKNOWN_LABEL, check_contract, check_format
 
 # Batches larger than this run in a worker thread, so health checks and small requests keep flowing.
 OFFLOAD_IMAGES = 32
@@ -66,6 +66,10 @@ class ModelRuntime:
             raise ModelLoadError(f"cannot read the model: {err.strerror}: {err.filename}") from None
         except (ValueError, KeyError, TypeError) as err:
             raise ModelLoadError(f"{meta_path}: unreadable metadata ({type(err).__name__}: {err})") from None
+        try:
+            check_format(meta)
+        except ValueError as err:
+            raise ModelLoadError(f"{meta_path}: {err}") from None
         if actual_sha != expected_sha:
             raise ModelLoadError(f"{onnx_path}: SHA-256 does not match model.json (corrupt or replaced file)")
         options = ort.SessionOptions()

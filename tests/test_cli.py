@@ -134,3 +134,19 @@ def test_help_lists_the_commands():
     assert result.returncode == 0
     for command in ("train", "evaluate", "export"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda meta: meta["metrics"].update(auroc_renamed=meta["metrics"].pop("auroc_uniform_noise")), "auroc_renamed"),
+    (lambda meta: meta.update(format_version=99), "format_version 99"),
+])
+def test_evaluate_refuses_what_it_cannot_compare(trained, data_dir, tmp_path, change, message):
+    _, out = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    change(meta)
+    (copy / "model.json").write_text(json.dumps(meta))
+    result = run("evaluate", "--model", str(copy), data_dir=data_dir)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -77,6 +77,7 @@ def contract_breaking_graph(path) -> None:
     ("wrong outputs", "model.onnx"),
     ("unreadable json", "metadata"),
     ("missing onnx", "missing"),
+    ("a newer format", "format_version 2"),
 ])
 def test_a_broken_replacement_is_refused_and_the_old_model_keeps_serving(client, model_dir, breakage, reason):
     onnx_path, meta_path = model_dir / "model.onnx", model_dir / "model.json"
@@ -87,6 +88,8 @@ def test_a_broken_replacement_is_refused_and_the_old_model_keeps_serving(client,
         contract_breaking_graph(onnx_path)
     elif breakage == "unreadable json":
         meta_path.write_text("{")
+    elif breakage == "a newer format":
+        atomic_write_json(meta_path, {**meta, "format_version": 2})
     else:
         onnx_path.unlink()
     if breakage.endswith("matching sha") or breakage == "wrong outputs":

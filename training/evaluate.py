@@ -18,7 +18,7 @@ from openset import metrics
 from openset.artifacts import ArtifactError, atomic_write_json, sha256_file
 from openset.calibration import UNKNOWN, decide
 from openset.config import Config
-from openset.contract import OUTPUTS, UNKNOWN_LABEL
+from openset.contract import OUTPUTS, UNKNOWN_LABEL, check_format
 from openset.data import DATA_DIR_HELP, Split, load_dataset, test_sets, uniform_noise
 
 NOISE_SAMPLES = 10000
@@ -98,6 +98,10 @@ def main(args: argparse.Namespace) -> dict:
     if not (model_dir / "model.json").is_file() or not (model_dir / "model.onnx").is_file():
         raise ArtifactError(f"{model_dir}: needs model.onnx and model.json")
     meta = json.loads((model_dir / "model.json").read_text())
+    try:
+        check_format(meta)
+    except ValueError as err:
+        raise ArtifactError(f"{model_dir / 'model.json'}: {err}") from None
     if sha256_file(model_dir / "model.onnx") != meta["onnx_sha256"]:
         raise ArtifactError(f"{model_dir / 'model.onnx'}: SHA-256 differs from model.json")
     session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -107,14 +111,13 @@ def main(args: argparse.Namespace) -> dict:
     sets = unknown_sets(cfg.data.dataset, test_unknown, cfg.data.known_classes, args.data_dir)
     unknowns = {name: run_onnx(session, split.images) for name, split in sets.items()}
     measured = shipped_metrics(known, test_known.labels, unknowns, meta["threshold"], meta["classes"])
-    recorded = meta["metrics"]
-    drift = {
-        key: abs(measured_value - recorded[key])
-        for key, measured_value in headline(measured).items()
-        if key in recorded
-    }
-    worst = max(drift.values(), default=0.0)
-    print(json.dumps({"measured": headline(measured), "max_drift_from_model_json": worst}, indent=2))
+    recorded, figures = meta["metrics"], headline(measured)
+    if set(recorded) != set(figures):  # e.g. a renamed unknown set: nothing to compare would pass vacuously
+        unmatched = ", ".join(sorted(set(recorded) ^ set(figures)))
+        raise ArtifactError(f"{model_dir / 'model.json'}: its figures and this evaluation's are not the same "
+                            f"figures ({unmatched})")
+    worst = max(abs(figures[key] - recorded[key]) for key in recorded)
+    print(json.dumps({"measured": figures, "max_drift_from_model_json": worst}, indent=2))
     if args.out:
         atomic_write_json(args.out, measured)
     if worst > args.tolerance:
