@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
@@ -219,6 +219,15 @@ class Config(_Frozen):
             return Config.model_validate(merged)
         except ValidationError as err:
             raise ConfigError(f"invalid override: {problems(err.errors())}") from None
+
+
+def dotted_sections(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"section.field": value}`` as :meth:`Config.override` keyword arguments, ``{"section": {"field": value}}``."""
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        section, _, field = key.partition(".")
+        sections.setdefault(section, {})[field] = value
+    return sections
 
 
 def problems(errors: list[dict], limit: int = 5) -> str:

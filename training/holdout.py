@@ -25,7 +25,7 @@ import numpy as np
 from openset import shifts
 from openset.augment import augment_once
 from openset.calibration import threshold_at_tpr
-from openset.config import Config
+from openset.config import Config, dotted_sections
 from openset.data import DATA_DIR_HELP, OpenSetData, Split, open_set_data, remap_classes, select_classes
 from openset.export import run_torch
 from openset.metrics import auroc
@@ -116,17 +116,15 @@ def shift_on_knowns(cfg: Config, data: OpenSetData) -> dict:
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """``section.field=json`` pairs into ``Config.override`` keyword arguments."""
-    sections: dict = {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        section, _, field = key.partition(".")
+    """``section.field=json`` pairs into ``Config.override`` keyword arguments (a value that is not JSON is a
+    string)."""
+    def value(raw: str):
         try:
-            value = json.loads(raw)
+            return json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
-        sections.setdefault(section, {})[field] = value
-    return sections
+            return raw
+
+    return dotted_sections({key: value(raw) for key, _, raw in (pair.partition("=") for pair in pairs)})
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

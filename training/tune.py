@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 
 from openset.artifacts import atomic_write_bytes, atomic_write_json
-from openset.config import Config, ConfigError
+from openset.config import Config, ConfigError, dotted_sections
 from openset.data import DATA_DIR_HELP, open_set_data
 from training.train import fit
 
@@ -58,12 +58,8 @@ def load_tune_file(path: str | Path) -> tuple[Config, dict, int]:
 
 def overrides_from(space: dict, values: dict) -> dict:
     """Sampled ``values`` (an index for a choice) as ``Config.override`` sections."""
-    sections: dict[str, dict] = {}
-    for key, domain in space.items():
-        section, _, field = key.partition(".")
-        value = domain["choices"][values[key]] if "choices" in domain else values[key]
-        sections.setdefault(section, {})[field] = value
-    return sections
+    return dotted_sections({key: domain["choices"][values[key]] if "choices" in domain else values[key]
+                            for key, domain in space.items()})
 
 
 def _is_int_range(domain: dict) -> bool:
