@@ -85,9 +85,6 @@ class ModelConfig(_Frozen):
     members: int = Field(1, ge=1, le=8)
     # Test-time augmentation: outputs averaged over the input moved by this many pixels each way (0 = off).
     tta: int = Field(0, ge=0, le=3)
-    # Self-supervision (Hendrycks et al. 2019): weight of a loss predicting the quarter turn of a rotated copy of
-    # every known training digit from its embedding, through a 4-way head used in training only (0 = off).
-    rotation_pretext: float = Field(0.0, ge=0.0)
     normalization: Normalization = Normalization()
 
 

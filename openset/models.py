@@ -89,8 +89,6 @@ class OpenSetNet(nn.Module):
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
         self.known_head = nn.Linear(self.embedding_dim, num_classes if cfg.known_head == "per_class" else 1)
         self.tta = cfg.tta
-        # Training only: predicts the quarter turn of a rotated input (``ModelConfig.rotation_pretext``).
-        self.rotation_head = nn.Linear(self.embedding_dim, 4) if cfg.rotation_pretext else None
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
         if self.tta and not self.training:

@@ -84,20 +84,3 @@ def test_ensemble_members_learn_each_on_their_own():
     images = torch.from_numpy(toy_data(seed=1).val.images)
     for member in (first, second):
         assert (member(images).logits.argmax(1).numpy() == toy_data(seed=1).val.labels).mean() > 0.9
-
-
-def test_rotation_pretext_trains_a_head_that_tells_the_turn_and_is_off_by_default():
-    assert members(build_model(Config().model, 3))[0].rotation_head is None
-    cfg = Config().override(
-        data={"augment": False}, model={"hidden": [32], "rotation_pretext": 1.0},
-        optim={"epochs": 5, "batch_size": 32, "lr": 0.01},
-    )
-    data = toy_data()
-    data.train.images[:, :, 1:5, 1:5] = 1.0  # a mark in the top-left corner tells the turn
-    model, _ = fit(cfg, data)
-    images = torch.from_numpy(toy_data(seed=1).val.images)
-    images[:, :, 1:5, 1:5] = 1.0
-    turned = torch.cat([torch.rot90(images, k, (2, 3)) for k in range(4)])
-    with torch.no_grad():
-        guess = model.rotation_head(model(turned).embedding).argmax(1)
-    assert (guess == torch.arange(4).repeat_interleave(len(images))).float().mean() > 0.9

@@ -89,7 +89,6 @@ def train_one_epoch(
     order = torch.randperm(len(train), generator=gen)
     batches = order.split(cfg.optim.batch_size)
     totals = {"loss": 0.0, "correct": 0, "seen": 0}
-    no_turns = torch.zeros(0, dtype=torch.long)
     bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
     for index in bar:
         raw, labels = all_images[index], all_labels[index]
@@ -98,20 +97,11 @@ def train_one_epoch(
         if cfg.contrastive.weight:  # a second view of every digit
             second = augment(raw, cfg.augment, gen) if cfg.data.augment else raw
             images, labels = torch.cat([images, second]), torch.cat([labels, labels])
-        # The rotation pretext's copies: every digit turned by one, two or three quarters (the digits as they
-        # are stand for no turn).
-        turns = torch.randint(1, 4, (len(raw),), generator=gen) if cfg.model.rotation_pretext else no_turns
-        quarters = torch.stack([torch.rot90(images[: len(turns)], k, (2, 3)) for k in (1, 2, 3)])
-        rotated = quarters[turns - 1, torch.arange(len(turns))]
-        batch = torch.cat([images, negatives, rotated])
+        batch = torch.cat([images, negatives])
         known = len(images)
         # An ensemble's members each learn from their own outputs (the same batch), never from the average.
         outputs = [member(batch) for member in members(model)]
-        loss = sum(batch_loss(output, labels, known, len(negatives), cfg) for output in outputs)
-        if len(turns):
-            loss = loss + cfg.model.rotation_pretext * sum(
-                rotation_loss(member, output.embedding, known, turns)
-                for member, output in zip(members(model), outputs, strict=True))
+        loss = sum(batch_loss(output, labels, known, sampler.enabled, cfg) for output in outputs)
         logits = outputs[0].logits  # the training accuracy shown is the first member's
         if cfg.optim.l1:
             loss = loss + cfg.optim.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
@@ -126,27 +116,19 @@ def train_one_epoch(
     return {"train_loss": totals["loss"] / totals["seen"], "train_acc": totals["correct"] / totals["seen"]}
 
 
-def batch_loss(output: ModelOutput, labels: torch.Tensor, known: int, negatives: int, cfg: Config) -> torch.Tensor:
-    """One network's loss on a batch of ``known`` labelled digits followed by ``negatives`` negatives (and then
-    the rotation pretext's copies, which only :func:`rotation_loss` reads)."""
+def batch_loss(output: ModelOutput, labels: torch.Tensor, known: int, negatives: bool, cfg: Config) -> torch.Tensor:
+    """One network's loss on a batch of ``known`` labelled digits followed by negatives."""
     logits, embedding, _, head_logits = output
     loss = F.cross_entropy(logits[:known], labels)
     if cfg.contrastive.weight:
         loss = loss + cfg.contrastive.weight * supcon_loss(embedding[:known], labels, cfg.contrastive.temperature)
     if negatives:
-        loss = loss + cfg.negatives.head_weight * head_loss(head_logits[: known + negatives], labels, negatives)
+        loss = loss + cfg.negatives.head_weight * head_loss(head_logits, labels, len(logits) - known)
         if cfg.negatives.uniform_weight:
             # Outlier exposure: the softmax of a negative should be flat.
-            uniform = -F.log_softmax(logits[known : known + negatives], dim=1).mean()
+            uniform = -F.log_softmax(logits[known:], dim=1).mean()
             loss = loss + cfg.negatives.uniform_weight * uniform
     return loss
-
-
-def rotation_loss(member: nn.Module, embedding: torch.Tensor, known: int, turns: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the rotation head: the first ``known`` digits unturned, the last ``len(turns)`` turned."""
-    both = torch.cat([embedding[:known], embedding[-len(turns):]])
-    target = torch.cat([torch.zeros(known, dtype=torch.long), turns])
-    return F.cross_entropy(member.rotation_head(both), target)
 
 
 def supcon_loss(embedding: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
