@@ -83,18 +83,19 @@ def flip(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> to
                        quarter, quarter.flip(2, 3))
 
 
+MIRROR_OVERLAP = 0.55  # intersection over union of the ink above which a mirrored digit counts as itself
+
+
 def mirror(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A digit mirrored left-right or top-bottom: a shape made of a known digit's strokes that no known digit
-    writes. Where the mirror image still covers the digit itself (a 0, a 1, an 8), it is turned a quarter instead."""
+    writes. Where the mirror image still covers the digit itself (a 0, a 1, a 3 turned over), it is turned a
+    quarter instead."""
     flipped = torch.where((torch.rand(len(images), generator=gen) < 0.5)[:, None, None, None],
                           images.flip(3), images.flip(2))
     # Ink widened by a pixel each way, so that a slightly shifted or thinner copy of a stroke still overlaps it.
     ink, flipped_ink = (F.max_pool2d(x, 3, 1, 1) > 0.3 for x in (images, flipped))
     overlap = (ink & flipped_ink).sum((1, 2, 3)) / (ink | flipped_ink).sum((1, 2, 3)).clamp_min(1)
     return torch.where((overlap > MIRROR_OVERLAP)[:, None, None, None], flip(images, labels, gen), flipped)
-
-
-MIRROR_OVERLAP = 0.55  # intersection over union of the ink above which a mirrored digit counts as itself
 
 KINDS: dict[str, Kind] = {
     "recombine": recombine,

@@ -210,7 +210,7 @@ def read_input(payload: dict, binary: bytes, max_batch: int) -> np.ndarray:
         array = array.reshape(-1)
         if array.size != count:
             raise ServiceError(f"input has {array.size} values, shape {shape} needs {count}", 422)
-    scale = "unit" if datatype.startswith("FP") else "byte"
+    scale = "unit" if DATATYPES[datatype].kind == "f" else "byte"
     return pixels(array, scale).reshape(shape[0], 1, 28, 28)
 
 
