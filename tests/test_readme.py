@@ -62,9 +62,8 @@ def bash(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedPr
 def serving(script: str, cwd: Path, timeout: float):
     """Run ``script`` (a command that serves on port 8000) in its own process group until the block ends;
     yields the file its output goes to."""
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 8000)) == 0:
-            pytest.fail("port 8000 is in use; the README's commands serve there")
+    if port_in_use():
+        pytest.fail("port 8000 is in use; the README's commands serve there")
     log = cwd / f".serve-{time.monotonic_ns()}.log"
     with log.open("w") as out:
         process = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=newcomer_env(), stdout=out,
@@ -84,7 +83,17 @@ def serving(script: str, cwd: Path, timeout: float):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
+        # The shell is gone; the server it started (a grandchild, e.g. under `make`) may still be closing its
+        # socket. The next README command needs port 8000, so the block ends when the port is free.
+        deadline = time.monotonic() + 60
+        while port_in_use() and time.monotonic() < deadline:
+            time.sleep(0.1)
         log.unlink(missing_ok=True)
+
+
+def port_in_use() -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", 8000)) == 0
 
 
 def run_curl_lines(cwd: Path, path: str = "/v1/predict", env: str = "") -> list[dict]:
