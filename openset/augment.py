@@ -1,10 +1,11 @@
 """Augmentation of the known training digits: the ways a person's digit differs from an MNIST one.
 
-Every change is drawn per sample on a whole batch (float ``[N, 1, 28, 28]`` in [0, 1], white on black):
+Every change is drawn per sample on a whole batch (float ``[N, 1, side, side]`` in [0, 1], white on black):
 pen width (grey dilation or erosion at twice the resolution), blur, rotation, shear, per-axis scale,
 shift, and a smooth elastic warp (another writer's hand; Simard et al. 2003). Then, as the service's
 preprocessing does for a real picture, the digit is put back into MNIST's layout: its ink box scaled to
-fit 20x20, its centre of mass at the centre. So the model learns from what the service will show it.
+fit 20x20 (of 28x28; other sides in proportion), its centre of mass at the centre. So the model learns from what
+the service will show it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from openset.config import AugmentConfig
-from openset.contract import LAYOUT
+from openset.contract import layout
 
-BOX, SIDE = LAYOUT["box"], LAYOUT["side"]
 INK = 0.3  # a pixel counts towards the ink box from this intensity on (the service uses Otsu's threshold)
 
 
@@ -69,7 +69,7 @@ def blur(images: torch.Tensor, max_sigma: float, p: float, gen: torch.Generator)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
     kernel = kernel / kernel.sum(1, keepdim=True)  # [N, K], separable
-    x = images.view(1, n, SIDE, SIDE)
+    x = images.view(1, n, *images.shape[-2:])
     x = F.conv2d(F.pad(x, (radius, radius, 0, 0)), kernel[:, None, None, :], groups=n)
     x = F.conv2d(F.pad(x, (0, 0, radius, radius)), kernel[:, None, :, None], groups=n).view_as(images)
     x = x / x.amax((2, 3), keepdim=True).clamp_min(1e-3)
@@ -78,51 +78,53 @@ def blur(images: torch.Tensor, max_sigma: float, p: float, gen: torch.Generator)
 
 def warp(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Rotation, shear, per-axis scale, shift and an elastic field, in one resampling."""
-    n = len(images)
+    n, half = len(images), images.shape[-1] / 2  # pixels per unit of affine_grid's coordinates
     angle = _uniform(n, -cfg.rotate, cfg.rotate, gen) * math.pi / 180
     shear = _uniform(n, -cfg.shear, cfg.shear, gen)
     scale = _uniform(2 * n, cfg.scale[0], cfg.scale[1], gen).view(n, 2)
-    shift = _uniform(2 * n, -cfg.shift / 14, cfg.shift / 14, gen).view(n, 2)
+    shift = _uniform(2 * n, -cfg.shift / half, cfg.shift / half, gen).view(n, 2)
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotate = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
     shear_m = torch.stack([torch.stack([torch.ones(n), shear], 1), torch.stack([torch.zeros(n), torch.ones(n)], 1)], 1)
     forward = rotate @ shear_m @ torch.diag_embed(scale)
     theta = torch.cat([torch.linalg.inv(forward), shift[:, :, None]], 2)  # output -> input coordinates
-    grid = F.affine_grid(theta, [n, 1, SIDE, SIDE], align_corners=False)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     if cfg.elastic:
         coarse = torch.rand(n, 2, 4, 4, generator=gen) * 2 - 1
-        field = F.interpolate(coarse, size=(SIDE, SIDE), mode="bicubic", align_corners=True)
-        field = field * (cfg.elastic / 14) * _chosen(n, cfg.elastic_p, gen)
+        field = F.interpolate(coarse, size=images.shape[-2:], mode="bicubic", align_corners=True)
+        field = field * (cfg.elastic / half) * _chosen(n, cfg.elastic_p, gen)
         grid = grid + field.permute(0, 2, 3, 1)
     return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
 
 
 def to_mnist_layout(images: torch.Tensor) -> torch.Tensor:
-    """Each digit's ink box scaled to fit 20x20 (aspect kept) and its centre of mass moved to the centre."""
-    n = len(images)
+    """Each digit's ink box scaled to fit MNIST's box (20x20 of 28x28, aspect kept) and its centre of mass moved to
+    the centre."""
+    n, side = len(images), images.shape[-1]
+    box = layout(side)["box"]
     ink = images[:, 0] > INK
-    coords = torch.arange(SIDE, dtype=torch.float32)
+    coords = torch.arange(side, dtype=torch.float32)
     rows, cols = ink.any(2), ink.any(1)
     empty = ~rows.any(1)
-    big = torch.full_like(coords, SIDE)
+    big = torch.full_like(coords, side)
     top = torch.where(rows, coords, big).amin(1)
     bottom = torch.where(rows, coords, -big).amax(1)
     left = torch.where(cols, coords, big).amin(1)
     right = torch.where(cols, coords, -big).amax(1)
     extent = torch.maximum(bottom - top, right - left) + 1
-    zoom = torch.where(empty, torch.ones(n), BOX / extent.clamp_min(1))  # output size / input size
+    zoom = torch.where(empty, torch.ones(n), box / extent.clamp_min(1))  # output size / input size
     mass = images[:, 0].sum((1, 2)).clamp_min(1e-6)
     centre_y = (images[:, 0].sum(2) * coords).sum(1) / mass
     centre_x = (images[:, 0].sum(1) * coords).sum(1) / mass
     # Output pixel p = zoom * input pixel + offset, the offset a whole number of pixels that brings the centre of
-    # mass to pixel 14 (as the service places its patch); in affine_grid's coordinates (align_corners=False,
-    # pixel i at (2i + 1) / SIDE - 1) that is input = output / zoom + ((SIDE - 1 - 2 offset) / zoom + 1) / SIDE - 1.
+    # mass to pixel side / 2 (as the service places its patch); in affine_grid's coordinates (align_corners=False,
+    # pixel i at (2i + 1) / side - 1) that is input = output / zoom + ((side - 1 - 2 offset) / zoom + 1) / side - 1.
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / zoom
     for row, centre in ((0, centre_x), (1, centre_y)):
-        offset = torch.round(SIDE // 2 - centre * zoom)
-        theta[:, row, 2] = ((SIDE - 1 - 2 * offset) / zoom + 1) / SIDE - 1
-    grid = F.affine_grid(theta, [n, 1, SIDE, SIDE], align_corners=False)
+        offset = torch.round(side // 2 - centre * zoom)
+        theta[:, row, 2] = ((side - 1 - 2 * offset) / zoom + 1) / side - 1
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros").clamp(0, 1)
 
 

@@ -35,7 +35,7 @@ class DataNotFoundError(RuntimeError):
 
 @dataclass(frozen=True)
 class Split:
-    """Images as float32 ``[N, 1, 28, 28]`` in [0, 1] (white on black) and int64 labels."""
+    """Images as float32 ``[N, 1, side, side]`` (MNIST: 28) in [0, 1] (white on black) and int64 labels."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -135,9 +135,9 @@ def load_dataset(name: str, train: bool, root: str | Path | None = None, downloa
     return Split(images, read_idx(labels_file).astype(np.int64))
 
 
-def uniform_noise(n: int, seed: int) -> Split:
+def uniform_noise(n: int, seed: int, side: int = 28) -> Split:
     """Uniform [0, 1] pixel noise, the simplest unknown."""
-    images = np.random.default_rng(seed).random((n, 1, 28, 28), dtype=np.float32)
+    images = np.random.default_rng(seed).random((n, 1, side, side), dtype=np.float32)
     return Split(images, np.full(n, -1, dtype=np.int64))
 
 

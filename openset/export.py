@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -12,9 +13,9 @@ import onnx
 import torch
 from torch import nn
 
-from openset.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from openset.contract import INPUT, OUTPUTS
-from openset.scores import CentroidDistance, Combined, ReferenceDistance
+from openset.models import extract_features
+from openset.scores import Combined, Features, ReferenceDistance
 
 OPSET = 18
 
@@ -46,50 +47,56 @@ class KthDistance(nn.Module):
 
 
 class ExportModule(nn.Module):
-    """The trained model, its class centroids and the fitted combined score as one torch module.
+    """The trained model and its fitted combined score as one torch module (the contract, ``openset.contract``).
 
-    ``centroid`` is the fitted one-centroid-per-class detector behind ``centroid_distance``;
-    the combined score's distance term is ``combined.distance_`` (often the same detector).
+    ``distance`` is the combined score's own distance term (``combined.distance_``), so the ``distance`` output is
+    what the score uses. :meth:`outputs` computes the contract from features the model already gave, so a split
+    passes through the model once however many scores are read from it.
     """
 
-    def __init__(self, model: nn.Module, combined: Combined, centroid: CentroidDistance) -> None:
+    def __init__(self, model: nn.Module, combined: Combined) -> None:
         super().__init__()
         self.model = model.eval()
-        self.centroid_distance = KthDistance(centroid)
-        shared = isinstance(combined.distance_, CentroidDistance) and combined.distance_.per_class == 1 and (
-            combined.distance_.metric == centroid.metric)
-        self.score_distance = None if shared else KthDistance(combined.distance_)
+        self.distance = KthDistance(combined.distance_)
+        self.distance_measures = combined.distance_.measures  # what the distance output is, for the manifest
         self.register_buffer("loc", _as_tensor(combined.loc_))
         self.register_buffer("scale", _as_tensor(combined.scale_))
         self.register_buffer("weights", _as_tensor(combined.weights))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, embedding, known_logit, _ = self.model(image)
-        distance = self.centroid_distance(embedding)
-        score_distance = distance if self.score_distance is None else self.score_distance(embedding)
-        parts = torch.stack([known_logit, -score_distance], dim=1)
+    def head(self, logits: torch.Tensor, embedding: torch.Tensor, known_logit: torch.Tensor
+             ) -> tuple[torch.Tensor, ...]:
+        distance = self.distance(embedding)
+        parts = torch.stack([known_logit, -distance], dim=1)
         score = (((parts - self.loc) / self.scale) * self.weights).sum(dim=1)
         return logits, logits.softmax(dim=1), torch.sigmoid(known_logit), distance, score
 
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, embedding, known_logit, _ = self.model(image)
+        return self.head(logits, embedding, known_logit)
 
-@torch.no_grad()
-def run_torch(module: ExportModule, images: np.ndarray | torch.Tensor, batch_size: int = 4096) -> dict[str, np.ndarray]:
-    """Every contract output computed by torch, for parity checks and evaluation."""
-    images = torch.as_tensor(images)
-    parts = [module(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return {name: torch.cat([p[k] for p in parts]).numpy() for k, name in enumerate(OUTPUTS)}
+    @torch.no_grad()
+    def outputs(self, features: Features, batch_size: int = 4096) -> dict[str, np.ndarray]:
+        """Every contract output from the model's features (:func:`openset.models.extract_features`)."""
+        parts = [torch.as_tensor(f, dtype=torch.float32) for f in (features.logits, features.embedding,
+                                                                     features.known_logit)]
+        chunks = [self.head(*(p[i : i + batch_size] for p in parts)) for i in range(0, len(features), batch_size)]
+        return {name: torch.cat([c[k] for c in chunks]).numpy() for k, name in enumerate(OUTPUTS)}
 
 
-def export_onnx(module: ExportModule, path: str | Path, metadata: dict[str, Any]) -> str:
-    """Write the graph with ``metadata`` in its ``metadata_props``; returns the file's SHA-256."""
+def run_torch(module: ExportModule, images: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+    """Every contract output computed by torch: one pass through the model, then the fitted score."""
+    return module.outputs(extract_features(module.model, images))
+
+
+def export_graph(module: ExportModule, side: int) -> onnx.ModelProto:
+    """The module as an ONNX graph with the contract's names, for ``[N, 1, side, side]`` images (checked)."""
     module.eval()
-    example = torch.rand(2, 1, 28, 28)
     batch = torch.export.Dim("N", min=1)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         torch.onnx.export(
             module,
-            (example,),
+            (torch.rand(2, 1, side, side),),
             str(raw),
             input_names=[INPUT],
             output_names=list(OUTPUTS),
@@ -100,15 +107,16 @@ def export_onnx(module: ExportModule, path: str | Path, metadata: dict[str, Any]
             dynamic_shapes={"image": {0: batch}},
         )
         proto = onnx.load(str(raw))
+    proto.producer_name = "openset"
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def with_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> bytes:
+    """The graph's bytes with ``metadata`` in its ``metadata_props`` (strings as they are, the rest as JSON)."""
+    proto = copy.deepcopy(proto)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value)
-    proto.producer_name = "openset"
-    onnx.checker.check_model(proto)
-    atomic_write_bytes(path, proto.SerializeToString())
-    return sha256_file(path)
-
-
-def write_model_json(path: str | Path, metadata: dict[str, Any], onnx_sha256: str) -> None:
-    atomic_write_json(path, {**metadata, "onnx_sha256": onnx_sha256})
+    return proto.SerializeToString()

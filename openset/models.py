@@ -59,12 +59,12 @@ class ResidualBlock(nn.Module):
         return self.activation(self.body(x) + self.shortcut(x))
 
 
-def mlp_backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
-    layers, width = _dense_layers(cfg, 28 * 28)
+def mlp_backbone(cfg: ModelConfig, side: int) -> tuple[nn.Module, int]:
+    layers, width = _dense_layers(cfg, side * side)
     return nn.Sequential(nn.Flatten(), *layers), width
 
 
-def cnn_backbone(cfg: ModelConfig) -> tuple[nn.Module, int]:
+def cnn_backbone(cfg: ModelConfig, side: int) -> tuple[nn.Module, int]:
     """A stem convolution, one residual block per stage, global average pooling, then the dense layers."""
     stem = cfg.channels[0]
     layers: list[nn.Module] = [nn.Conv2d(1, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem),
@@ -79,13 +79,13 @@ BACKBONES = {"mlp": mlp_backbone, "cnn": cnn_backbone}
 
 
 class OpenSetNet(nn.Module):
-    """Input ``[N, 1, 28, 28]`` in [0, 1]; normalisation is part of the model (and of its ONNX graph)."""
+    """Input ``[N, 1, side, side]`` in [0, 1]; normalisation is part of the model (and of its ONNX graph)."""
 
-    def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
+    def __init__(self, cfg: ModelConfig, num_classes: int, side: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(cfg.normalization.mean))
         self.register_buffer("std", torch.tensor(cfg.normalization.std))
-        self.backbone, self.embedding_dim = BACKBONES[cfg.arch](cfg)
+        self.backbone, self.embedding_dim = BACKBONES[cfg.arch](cfg, side)
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
         self.known_head = nn.Linear(self.embedding_dim, num_classes if cfg.known_head == "per_class" else 1)
         self.tta = cfg.tta
@@ -125,10 +125,11 @@ class Ensemble(nn.Module):
         )
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> OpenSetNet | Ensemble:
+def build_model(cfg: ModelConfig, num_classes: int, side: int = 28) -> OpenSetNet | Ensemble:
+    """The network for ``[N, 1, side, side]`` images (MNIST's 28 unless the data say otherwise)."""
     if cfg.members == 1:
-        return OpenSetNet(cfg, num_classes)
-    return Ensemble([OpenSetNet(cfg, num_classes) for _ in range(cfg.members)])
+        return OpenSetNet(cfg, num_classes, side)
+    return Ensemble([OpenSetNet(cfg, num_classes, side) for _ in range(cfg.members)])
 
 
 def members(model: nn.Module) -> list[nn.Module]:

@@ -38,21 +38,21 @@ def _partner(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def recombine(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """One part of a digit joined to the rest of a digit of another class (cut by a row or a column)."""
-    n = len(images)
+    n, side = len(images), images.shape[-1]  # the proportions are MNIST's 28 x 28 ones
     other = images[_partner(labels, gen)]
-    cut = torch.randint(10, 19, (n, 1), generator=gen)
-    mask = (torch.arange(28)[None, :] < cut).float()  # [n, 28]
+    cut = torch.randint(side * 10 // 28, side * 19 // 28, (n, 1), generator=gen)
+    mask = (torch.arange(side)[None, :] < cut).float()  # [n, side]
     by_row = torch.rand(n, generator=gen) < 0.5
-    mask = torch.where(by_row[:, None, None], mask[:, :, None], mask[:, None, :]).expand(n, 28, 28)
+    mask = torch.where(by_row[:, None, None], mask[:, :, None], mask[:, None, :]).expand(n, side, side)
     return images * mask[:, None] + other * (1 - mask[:, None])
 
 
 def erase(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A digit with a large block of its centre blanked out."""
-    n = len(images)
-    size = torch.randint(9, 15, (n, 2), generator=gen)
-    corner = 4 + (torch.rand(n, 2, generator=gen) * (20 - size)).long()
-    grid = torch.arange(28)
+    n, side = len(images), images.shape[-1]  # the proportions are MNIST's 28 x 28 ones
+    size = torch.randint(side * 9 // 28, side * 15 // 28, (n, 2), generator=gen)
+    corner = side * 4 // 28 + (torch.rand(n, 2, generator=gen) * (side * 20 // 28 - size)).long()
+    grid = torch.arange(side)
     rows = (grid[None] >= corner[:, :1]) & (grid[None] < corner[:, :1] + size[:, :1])
     cols = (grid[None] >= corner[:, 1:]) & (grid[None] < corner[:, 1:] + size[:, 1:])
     block = (rows[:, :, None] & cols[:, None, :]).float()
@@ -69,7 +69,7 @@ def mixup(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> t
 def noise(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Uniform noise, half of it smoothed into blobs and strokes-like texture."""
     n = len(images)
-    raw = torch.rand(n, 1, 28, 28, generator=gen) * _uniform(n, 0.3, 1.0, gen)[:, None, None, None]
+    raw = torch.rand(images.shape, generator=gen) * _uniform(n, 0.3, 1.0, gen)[:, None, None, None]
     smooth = F.avg_pool2d(raw, 5, stride=1, padding=2)
     smooth = (smooth - smooth.amin((2, 3), keepdim=True)) / smooth.amax((2, 3), keepdim=True).clamp_min(1e-6)
     pick = (torch.rand(n, generator=gen) < 0.5)[:, None, None, None]

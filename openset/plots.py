@@ -74,13 +74,13 @@ def confusion(matrix: list[list[int]], labels: list[str], path: Path) -> Path:
 
 
 def image_grid(images: np.ndarray, titles: list[str], path: Path, columns: int = 10) -> Path:
-    """``images`` ``[N, 1, 28, 28]`` or ``[N, 28, 28]`` in [0, 1]."""
+    """``images`` ``[N, 1, side, side]`` or ``[N, side, side]`` in [0, 1]."""
     rows = max(1, -(-len(images) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles, strict=False):
-        ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(np.squeeze(np.asarray(image)), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=7)
     return _save(fig, path)
 

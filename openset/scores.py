@@ -177,6 +177,12 @@ class CentroidDistance(ReferenceDistance):
     def centroids_(self) -> np.ndarray:
         return self.references_
 
+    @property
+    def measures(self) -> str:
+        """What :meth:`distances` measures, in words (the manifest describes the ``distance`` output with it)."""
+        centres = "class centroid" if self.per_class == 1 else f"class prototype ({self.per_class} per class)"
+        return f"{self.metric} distance of the embedding to the nearest {centres}"
+
 
 class Mahalanobis(Detector):
     """Minus the smallest Mahalanobis distance to a class mean, shared covariance (Lee et al. 2018);
@@ -210,6 +216,11 @@ class KNN(ReferenceDistance):
     @property
     def rank(self) -> int:
         return self.k
+
+    @property
+    def measures(self) -> str:
+        """What :meth:`distances` measures, in words (the manifest describes the ``distance`` output with it)."""
+        return f"distance of the L2-normalised embedding to its {self.k}-th nearest known training embedding"
 
     def fit_features(self, features: Features, labels: np.ndarray) -> KNN:
         bank = _normalise(features.embedding)
@@ -288,7 +299,7 @@ def build_detectors(cfg: ScoreConfig, seed: int, names: list[str] | None = None)
     return {name: SCORES[name](cfg, seed) for name in (names or SCORES)}
 
 
-def fit_detectors(cfg: ScoreConfig, seed: int, features: Features, labels: np.ndarray,
+def fit_scores(cfg: ScoreConfig, seed: int, features: Features, labels: np.ndarray,
                   names: list[str] | None = None) -> dict[str, Detector]:
     """:func:`build_detectors`, each fitted on the known training digits' features."""
     return {name: det.fit_features(features, labels) for name, det in build_detectors(cfg, seed, names).items()}

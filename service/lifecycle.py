@@ -20,8 +20,9 @@ import threading
 
 from starlette.concurrency import run_in_threadpool
 
+from openset.artifacts import ArtifactError
 from service.errors import ServiceError
-from service.runtime import ModelLoadError, ModelRuntime
+from service.runtime import ModelRuntime
 
 log = logging.getLogger("openset.service")
 
@@ -53,7 +54,7 @@ class ModelPinMiddleware:
 
 
 def load_runtime(settings) -> ModelRuntime:
-    """The configured model directory, loaded and checked (raises :class:`ModelLoadError`)."""
+    """The configured model directory, loaded and checked (raises :class:`~openset.artifacts.ArtifactError`)."""
     return ModelRuntime(settings.model_dir, settings.onnx_threads).load()
 
 
@@ -61,6 +62,7 @@ def publish(app, runtime: ModelRuntime) -> None:
     """Make ``runtime`` the served model: one reference swap, then the metrics follow."""
     previous = getattr(app.state, "runtime", None)
     app.state.runtime = runtime
+    app.openapi_schema = None  # the request bodies are the served model's
     info = app.state.metrics.model_info
     if previous is not None and previous.ready:  # 0 first: with several workers its value stays in the files, now at 0
         info.labels(*_info_labels(previous)).set(0)
@@ -69,7 +71,7 @@ def publish(app, runtime: ModelRuntime) -> None:
 
 
 def _info_labels(runtime: ModelRuntime) -> tuple[str, str, str, str]:
-    return runtime.name, runtime.version, runtime.meta["onnx_sha256"], str(runtime.threshold)
+    return runtime.name, runtime.version, runtime.manifest.onnx_sha256, str(runtime.manifest.threshold)
 
 
 async def reload_model(app) -> ModelRuntime:
@@ -79,7 +81,7 @@ async def reload_model(app) -> ModelRuntime:
         old = app.state.runtime
         try:
             new = await run_in_threadpool(load_runtime, settings)
-        except ModelLoadError as err:
+        except ArtifactError as err:
             app.state.metrics.reloads.labels("refused").inc()
             log.warning(json.dumps({"event": "model_reload_refused", "reason": str(err),
                                     "serving": model_version(old)}))
@@ -87,7 +89,7 @@ async def reload_model(app) -> ModelRuntime:
         publish(app, new)
         app.state.metrics.reloads.labels("ok").inc()
         log.info(json.dumps({"event": "model_reloaded", "from": model_version(old), "to": model_version(new),
-                             "sha256": new.meta["onnx_sha256"]}))
+                             "sha256": new.manifest.onnx_sha256}))
         return new
 
 

@@ -20,15 +20,30 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 import openset
+from openset.artifacts import ArtifactError
 from service.errors import install_error_handlers
 from service.guards import BodyLimitMiddleware, api_key_dependency
 from service.lifecycle import ModelPinMiddleware, install_sighup, load_runtime, model_version, publish
 from service.observability import MULTIPROCESS_DIR, AccessMiddleware, Metrics, configure_logging
 from service.routes import admin, ops, predict, v2
-from service.runtime import ModelLoadError, ModelRuntime
+from service.runtime import ModelRuntime
+from service.schemas import request_components
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("openset.service")
+
+
+def openapi(app: FastAPI) -> dict:
+    """The OpenAPI schema, its request bodies those of the model being served (made again after a reload)."""
+    if app.openapi_schema is None:
+        runtime = app.state.runtime
+        schema = FastAPI.openapi(app)  # FastAPI's own, which it keeps in app.openapi_schema
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(
+            request_components(runtime.manifest if runtime.ready else None))
+        if not runtime.ready:
+            app.openapi_schema = None
+        return schema
+    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = load_runtime(settings)
         publish(app, runtime)
         log.info(json.dumps({"event": "model_loaded", "model": model_version(runtime),
-                             "threshold": runtime.threshold, "model_dir": str(settings.model_dir)}))
+                             "threshold": runtime.manifest.threshold, "model_dir": str(settings.model_dir)}))
         install_sighup(app)
         yield
 
@@ -49,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="openset", version=openset.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="A digit classifier that answers 0-4, or 'other' for anything else.")
     app.mount(ops.ASSETS, StaticFiles(directory=ops.STATIC / "docs"), name="docs-assets")
+    app.openapi = lambda: openapi(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = ModelRuntime(settings.model_dir)  # not ready until the lifespan loads it
@@ -81,7 +97,7 @@ def serve() -> None:
     configure_logging(settings.log_level)
     try:
         load_runtime(settings)
-    except ModelLoadError as err:
+    except ArtifactError as err:
         print(f"openset-serve: cannot start: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     # Several workers share their metrics through files (prometheus_client's multiprocess mode), in a fresh

@@ -5,8 +5,9 @@ inverted; the paper's own brightness is estimated everywhere (uneven light and s
 strokes are Otsu's threshold of the lightly smoothed darkness, without specks and without pieces apart
 from the digit; stroke intensities are rescaled to full strength (grey paper, pencil, coloured ink).
 Laying out (:func:`mnist_like`): cropped to the ink's box, scaled to fit the model's box (MNIST: 20x20)
-keeping the aspect ratio, anti-aliased, and placed in a 28x28 field with its centre of mass at the centre.
-Pillow and numpy only. Ready 28x28 arrays (0-255 or 0-1) are taken as they are. Every rejection is an
+keeping the aspect ratio, anti-aliased, and placed in the model's field (MNIST: 28x28) with its centre of mass at
+the centre. The layout is the model's own (its manifest's ``input.layout``). Pillow and numpy only. Ready arrays of
+the model's side (0-255 or 0-1) are taken as they are. Every rejection is an
 :class:`~service.errors.ServiceError` with an HTTP status.
 """
 
@@ -18,13 +19,14 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from openset.contract import LAYOUT
+from openset.contract import MNIST_SIDE, layout
+from openset.manifest import Layout
 from service.codec import numbers, pixels
 from service.errors import ServiceError
 
 FORMATS = {"PNG", "JPEG", "BMP", "WEBP", "GIF"}
 MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/bmp", "image/x-ms-bmp", "image/webp", "image/gif"}
-SIDE, BOX = LAYOUT["side"], LAYOUT["box"]  # MNIST's; a model's own is in its model.json
+MNIST = Layout(**layout(MNIST_SIDE))  # the default; a model's own is in its manifest
 # Finding the strokes (see mnist_like), as shares of the picture's shorter side unless said otherwise:
 WORKING_SIDE = 256  # larger pictures are reduced to this many pixels first (speed)
 BACKGROUND_SIDE = 24  # the paper's brightness is estimated at this resolution ...
@@ -179,11 +181,12 @@ def digit_strokes(strokes: np.ndarray) -> np.ndarray:
     return strokes & (_as_array(_as_image(joined).resize(strokes.shape[::-1], Image.Resampling.NEAREST)) > 0.5)
 
 
-def mnist_like(image: Image.Image, box: int = BOX) -> np.ndarray:
-    """A decoded image as float32 ``[28, 28]`` in [0, 1], white digit on black, MNIST-centred: the ink found
+def mnist_like(image: Image.Image, layout: Layout = MNIST) -> np.ndarray:
+    """A decoded image as float32 ``[side, side]`` in [0, 1], white digit on black, MNIST-centred: the ink found
     by :func:`ink_of_digit` (photos, scans and drawings alike), cropped, scaled to fit a ``box`` x ``box`` square
-    keeping the aspect ratio (MNIST: 20; the model's model.json says), and placed by centre of mass — the
+    keeping the aspect ratio (MNIST: 20 of 28; the model's manifest says), and placed by centre of mass — the
     procedure MNIST itself used."""
+    side = layout.side
     grey = _grey(image)
     if max(grey.shape) > WORKING_SIDE:  # the strokes are found at a few hundred pixels at most
         work = _as_image(grey)
@@ -191,38 +194,38 @@ def mnist_like(image: Image.Image, box: int = BOX) -> np.ndarray:
         grey = _as_array(work)
     found = ink_of_digit(darkness(grey))
     if found is None:  # blank: nothing to centre
-        return np.zeros((SIDE, SIDE), np.float32)
+        return np.zeros((side, side), np.float32)
     ink, crop = found
     ink = ink[crop]
     height, width = ink.shape
-    scale = box / max(height, width)
+    scale = layout.box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = np.asarray(Image.fromarray(ink, mode="F").resize(size, Image.Resampling.LANCZOS), np.float32)
-    return centre_of_mass(np.clip(small, 0.0, 1.0))
+    return centre_of_mass(np.clip(small, 0.0, 1.0), side)
 
 
-def centre_of_mass(patch: np.ndarray) -> np.ndarray:
-    """Place ``patch`` in a 28x28 field with its centre of mass at the centre (clipped at the edges)."""
+def centre_of_mass(patch: np.ndarray, side: int = MNIST_SIDE) -> np.ndarray:
+    """Place ``patch`` in a ``side`` x ``side`` field with its centre of mass at the centre (clipped at the edges)."""
     mass = patch.sum()
     height, width = patch.shape
     if mass <= 0:
-        return np.zeros((SIDE, SIDE), np.float32)
+        return np.zeros((side, side), np.float32)
     cy = float((patch.sum(axis=1) * np.arange(height)).sum() / mass)
     cx = float((patch.sum(axis=0) * np.arange(width)).sum() / mass)
     # MNIST's digits have their centre of mass at pixel (14, 14) (measured on the test set).
-    top = int(np.clip(round(SIDE / 2 - cy), 0, SIDE - height))
-    left = int(np.clip(round(SIDE / 2 - cx), 0, SIDE - width))
-    field = np.zeros((SIDE, SIDE), np.float32)
+    top = int(np.clip(round(side / 2 - cy), 0, side - height))
+    left = int(np.clip(round(side / 2 - cx), 0, side - width))
+    field = np.zeros((side, side), np.float32)
     field[top : top + height, left : left + width] = patch
     return field
 
 
-def from_image_bytes(data: bytes, max_pixels: int, box: int = BOX) -> np.ndarray:
-    return mnist_like(decode(data, max_pixels), box)
+def from_image_bytes(data: bytes, max_pixels: int, layout: Layout = MNIST) -> np.ndarray:
+    return mnist_like(decode(data, max_pixels), layout)
 
 
-def from_array(values) -> np.ndarray:
-    """A ready 28x28 image (nested lists or an array; 0-255 or 0-1) as float32 ``[28, 28]``.
+def from_array(values, side: int = MNIST_SIDE) -> np.ndarray:
+    """A ready ``side`` x ``side`` image (nested lists or an array; 0-255 or 0-1) as float32 ``[side, side]``.
 
     Only real numbers are pixels: booleans, strings (even "0.5"), complex numbers, dates and objects
     (``None`` included) are refused, as are ragged lists, other shapes, NaN, infinities and values
@@ -231,8 +234,8 @@ def from_array(values) -> np.ndarray:
     if array is None or array.dtype.kind not in "iuf":
         raise ServiceError("image array must be numbers", 422)
     array = array.astype(np.float64, copy=False)
-    if array.ndim > 2 and all(d == 1 for d in array.shape[:-2]):  # [1, 28, 28] or [1, 1, 28, 28]
+    if array.ndim > 2 and all(d == 1 for d in array.shape[:-2]):  # [1, side, side] or [1, 1, side, side]
         array = array.reshape(array.shape[-2:])
-    if array.shape != (SIDE, SIDE):
-        raise ServiceError(f"image array must be 28x28, got shape {list(array.shape)}", 422)
+    if array.shape != (side, side):
+        raise ServiceError(f"image array must be {side}x{side}, got shape {list(array.shape)}", 422)
     return pixels(array, "either")

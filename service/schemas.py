@@ -1,40 +1,49 @@
-"""Request and response bodies of the API, as the OpenAPI schema documents them.
+"""The API's data models: request and response bodies, as validated and as the OpenAPI schema documents them.
 
-The v1 bodies are validated with these models. The v2 protocol is parsed by hand (see routes/v2.py):
-its models here only document the responses, and :data:`INFER_REQUEST` its request body.
+The request bodies depend on the served model (an image is ``side`` x ``side``, the outputs are its manifest's):
+:func:`array_models` validates v1 arrays for a side, and :func:`request_components` documents every request body
+for a manifest (``service.main`` puts them in the OpenAPI schema of the model being served). The v2 protocol is
+decoded by hand (``service.codec``); its models here document the responses.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from openset.contract import INPUT, OUTPUTS
+from openset.contract import INPUT, MNIST_SIDE, OUTPUTS
+from openset.manifest import ModelManifest
 from service.codec import DATATYPES
 
-SIDE = 28
-# The schema says what the service accepts: exactly 28x28 finite grey levels in [0, 255] (or [0, 1]).
-# strict: JSON numbers only (lax mode would take "1" and true as pixels).
+# A grey level: a finite JSON number in [0, 255] (or [0, 1]); strict: lax mode would take "1" and true as pixels.
 Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False, strict=True)]
-Row = Annotated[list[Pixel], Field(min_length=SIDE, max_length=SIDE)]
-Image28 = Annotated[list[Row], Field(min_length=SIDE, max_length=SIDE)]
 
 
-class ArrayImage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    image: Image28 = Field(description="28x28 grey levels, 0-255 or 0-1, white digit on black")
+@lru_cache
+def array_models(side: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The v1 JSON bodies for a model of ``side`` x ``side`` images: ``{"image": ...}`` and ``{"images": [...]}``."""
+    row = Annotated[list[Pixel], Field(min_length=side, max_length=side)]
+    image = Annotated[list[row], Field(min_length=side, max_length=side)]
+    forbid = ConfigDict(extra="forbid")
+    one = create_model("ArrayImage", __config__=forbid, image=(image, Field(
+        description=f"{side}x{side} grey levels, 0-255 or 0-1, white digit on black")))
+    many = create_model("ArrayBatch", __config__=forbid, images=(list[image], Field(
+        min_length=1, description=f"{side}x{side} arrays, answered in order")))
+    return one, many
 
 
-class ArrayBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    images: list[Image28] = Field(min_length=1, description="28x28 arrays, answered in order")
+def component(name: str) -> dict:
+    """A reference to one of :func:`request_components` in the OpenAPI schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 class Scores(BaseModel):
     probs: dict[str, float] = Field(description="softmax over the known classes")
     known_prob: float = Field(description="the sigmoid known-class head")
-    centroid_distance: float = Field(description="distance to the nearest class centroid (lower = more known)")
+    distance: float = Field(description="the combined score's distance term (lower = more known); the model's "
+                                        "v2 metadata says what it measures")
     score: float = Field(description="combined open-set score (higher = more known)")
     threshold: float = Field(description="known iff score >= threshold")
 
@@ -134,35 +143,48 @@ class InferResponse(BaseModel):
     outputs: list[InferOutput]
 
 
-# The v2 infer request: one [N, 1, 28, 28] / [N, 28, 28] tensor of any numeric datatype, cast: a floating-point
-# one (FP16, FP32, FP64) in [0, 1], an integer one (UINT8 ... INT64) in 0..255.
-# JSON Schema cannot say that ``data`` holds N*784 values (nor that a binary tensor's size matches).
-_FLAGS = {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}
-_SHAPE = {"oneOf": [
-    {"type": "array", "minItems": 3, "maxItems": 3,
-     "prefixItems": [{"type": "integer", "minimum": 1}, {"const": SIDE}, {"const": SIDE}]},
-    {"type": "array", "minItems": 4, "maxItems": 4,
-     "prefixItems": [{"type": "integer", "minimum": 1}, {"const": 1}, {"const": SIDE}, {"const": SIDE}]},
-]}
-_DATA = {"type": "array", "description": "row-major values (may be nested)",
-         "items": {"anyOf": [{"type": "number"}, {"type": "array"}]}}
-INFER_REQUEST = {
-    "type": "object", "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
-        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
-            "type": "object", "required": ["name", "datatype", "shape"],
-            "properties": {
-                "name": {"const": INPUT},
-                "datatype": {"enum": list(DATATYPES)},
-                "shape": _SHAPE,
-                "data": _DATA,
-                "parameters": {"type": "object",
-                               "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
-            }}},
-        "outputs": {"type": "array", "items": {
-            "type": "object", "required": ["name"],
-            "properties": {"name": {"enum": [*OUTPUTS, LABEL]}, "parameters": _FLAGS}}},
-    },
-}
+def infer_request(side: int, input_name: str, outputs: list[str]) -> dict:
+    """The v2 infer request for a model: one ``[N, 1, side, side]`` / ``[N, side, side]`` tensor of any numeric
+    datatype, cast: a floating-point one (FP16, FP32, FP64) in [0, 1], an integer one (UINT8 ... INT64) in 0..255.
+    JSON Schema cannot say that ``data`` holds N * side * side values (nor that a binary tensor's size matches)."""
+    flags = {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}
+    shape = {"oneOf": [
+        {"type": "array", "minItems": 3, "maxItems": 3,
+         "prefixItems": [{"type": "integer", "minimum": 1}, {"const": side}, {"const": side}]},
+        {"type": "array", "minItems": 4, "maxItems": 4,
+         "prefixItems": [{"type": "integer", "minimum": 1}, {"const": 1}, {"const": side}, {"const": side}]},
+    ]}
+    data = {"type": "array", "description": "row-major values (may be nested)",
+            "items": {"anyOf": [{"type": "number"}, {"type": "array"}]}}
+    return {
+        "type": "object", "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+            "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                "type": "object", "required": ["name", "datatype", "shape"],
+                "properties": {
+                    "name": {"const": input_name},
+                    "datatype": {"enum": list(DATATYPES)},
+                    "shape": shape,
+                    "data": data,
+                    "parameters": {"type": "object",
+                                   "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+                }}},
+            "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"enum": [*outputs, LABEL]}, "parameters": flags}}},
+        },
+    }
+
+
+def request_components(manifest: ModelManifest | None) -> dict[str, dict]:
+    """Every request body's schema for the served model (``None``: none loaded yet, the exporter's defaults), by the
+    names :func:`component` refers to."""
+    if manifest is None:
+        side, input_name, outputs = MNIST_SIDE, INPUT, list(OUTPUTS)
+    else:
+        side, input_name, outputs = manifest.input.side, manifest.input.name, manifest.output_names
+    one, many = array_models(side)
+    return {"ArrayImage": one.model_json_schema(), "ArrayBatch": many.model_json_schema(),
+            "InferRequest": infer_request(side, input_name, outputs)}

@@ -50,7 +50,7 @@ def test_train_writes_a_complete_artefact(trained):
     meta = json.loads((out / "model.json").read_text())
     assert meta["onnx_sha256"] == sha256_file(out / "model.onnx")
     assert meta["classes"] == ["0", "1", "2", "3", "4"] and meta["unknown_label"] == "other"
-    assert meta["config"]["model"]["hidden"] == [32]
+    assert meta["provenance"]["config"]["model"]["hidden"] == [32]
     report = json.loads((out / "report.json").read_text())
     from openset.scores import SCORES
 
@@ -73,7 +73,7 @@ def test_onnx_decisions_follow_the_threshold_rule(trained):
     probs, score = session.run(["probs", "score"], {"image": np.random.default_rng(0).random((64, 1, 28, 28),
                                                                                            dtype=np.float32)})
     # Noise must be scored far below the known validation threshold.
-    assert np.all(score < meta["threshold"])
+    assert np.all(score < meta["decision"]["threshold"])
 
 
 def test_evaluate_re_measures_the_recorded_figures(trained, data_dir):
@@ -104,7 +104,7 @@ def test_export_from_checkpoint_reproduces_the_model(trained, data_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     first = json.loads((out / "model.json").read_text())
     second = json.loads((again / "model.json").read_text())
-    assert second["threshold"] == pytest.approx(first["threshold"], abs=1e-6)
+    assert second["decision"]["threshold"] == pytest.approx(first["decision"]["threshold"], abs=1e-6)
     assert second["metrics"] == pytest.approx(first["metrics"], abs=1e-6)
 
 

@@ -70,7 +70,7 @@ def test_benchmark_figures_and_groups(test_digits, shipped_runtime):
     known = balanced(test_digits.subset(np.nonzero(test_digits.labels < 5)[0]), 4, seed=0)
     unknown = balanced(test_digits.subset(np.nonzero(test_digits.labels >= 5)[0]), 4, seed=0)
     changes = ["rotate", "jpeg"]
-    result = shift_benchmark(shipped_runtime.run, shipped_runtime.threshold, known, unknown, changes)
+    result = shift_benchmark(shipped_runtime.run, shipped_runtime.manifest.threshold, known, unknown, changes)
     assert result["samples"] == {"known": 20, "unknown": 20}
     assert set(result["changes"]) == set(changes) and set(result["groups"]) == {"tuning", "held_out", "all"}
     for row in [result["clean"], *(r for c in result["changes"].values() for r in c["severity"].values())]:

@@ -10,7 +10,7 @@ from openset.scores import (
     Features,
     NotFittedError,
     build_detectors,
-    fit_detectors,
+    fit_scores,
 )
 
 from .conftest import far_features, make_features
@@ -21,7 +21,7 @@ ALL = sorted(SCORES)
 @pytest.fixture
 def fitted():
     feats, labels = make_features()
-    return fit_detectors(ScoreConfig(knn_k=3), 0, feats, labels)
+    return fit_scores(ScoreConfig(knn_k=3), 0, feats, labels)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -118,8 +118,8 @@ def test_combined_can_use_the_knn_distance():
 def test_the_run_seed_reaches_every_random_choice_of_the_scores():
     feats, labels = make_features()
     cfg = ScoreConfig(knn_k=3, knn_bank=20, prototypes_per_class=3, combined_distance="knn")
-    runs = {seed: fit_detectors(cfg, seed, feats, labels, ["knn", "prototypes", "combined"]) for seed in (0, 0, 1)}
-    again, other = fit_detectors(cfg, 0, feats, labels), runs[1]
+    runs = {seed: fit_scores(cfg, seed, feats, labels, ["knn", "prototypes", "combined"]) for seed in (0, 0, 1)}
+    again, other = fit_scores(cfg, 0, feats, labels), runs[1]
     for name, bank in (("knn", lambda d: d.references_), ("combined", lambda d: d.distance_.references_)):
         np.testing.assert_array_equal(bank(runs[0][name]), bank(again[name]))
         assert not np.array_equal(bank(runs[0][name]), bank(other[name]))

@@ -87,7 +87,7 @@ def test_v2_health_and_metadata(client):
     assert "binary_tensor_data" in client.get("/v2").json()["extensions"]
     meta = client.get("/v2/models/mnist-0to4").json()
     assert meta["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}
-    assert [o["name"] for o in meta["outputs"]] == ["logits", "probs", "known_prob", "centroid_distance", "score",
+    assert [o["name"] for o in meta["outputs"]] == ["logits", "probs", "known_prob", "distance", "score",
                                                     "label"]
     assert client.get("/v2/models/mnist-0to4/ready").json()["ready"] is True
     assert client.get("/v2/models/nope").status_code == 404

@@ -75,9 +75,9 @@ def contract_breaking_graph(path) -> None:
     ("garbage onnx", "SHA-256"),
     ("garbage onnx, matching sha", "model.onnx"),
     ("wrong outputs", "model.onnx"),
-    ("unreadable json", "metadata"),
+    ("unreadable json", "not JSON"),
     ("missing onnx", "missing"),
-    ("a newer format", "format_version 2"),
+    ("a newer format", "format_version 3"),
 ])
 def test_a_broken_replacement_is_refused_and_the_old_model_keeps_serving(client, model_dir, breakage, reason):
     onnx_path, meta_path = model_dir / "model.onnx", model_dir / "model.json"
@@ -89,7 +89,7 @@ def test_a_broken_replacement_is_refused_and_the_old_model_keeps_serving(client,
     elif breakage == "unreadable json":
         meta_path.write_text("{")
     elif breakage == "a newer format":
-        atomic_write_json(meta_path, {**meta, "format_version": 2})
+        atomic_write_json(meta_path, {**meta, "format_version": 3})
     else:
         onnx_path.unlink()
     if breakage.endswith("matching sha") or breakage == "wrong outputs":

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from openset.data import load_dataset
 from service.errors import ServiceError
 from service.main import create_app
-from service.preprocess import centre_of_mass, decode, from_array, from_image_bytes, mnist_like
+from service.preprocess import MNIST, centre_of_mass, decode, from_array, from_image_bytes, mnist_like
 from service.routes.predict import read_images
 from service.settings import Settings
 
@@ -297,7 +297,7 @@ def read_upload(data: bytes, media: str, max_pixels: int) -> np.ndarray:
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}
 
-    return asyncio.run(read_images(Request(scope, receive), many=False, box=20))
+    return asyncio.run(read_images(Request(scope, receive), many=False, layout=MNIST))
 
 
 @pillow_chatter

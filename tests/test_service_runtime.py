@@ -9,18 +9,20 @@ import numpy as np
 import onnx
 import pytest
 
+from openset.artifacts import ArtifactError as ModelLoadError
 from openset.artifacts import sha256_file
-from service.runtime import ModelLoadError, ModelRuntime
+from service.runtime import ModelRuntime
 
 
 def test_loads_and_reads_everything_from_metadata(shipped_model_dir):
     runtime = ModelRuntime(shipped_model_dir).load()
     meta = json.loads((shipped_model_dir / "model.json").read_text())
     assert runtime.ready
-    assert runtime.classes == meta["classes"] and runtime.threshold == meta["threshold"]
-    assert runtime.unknown_label == meta["unknown_label"]
-    predictions = runtime.predict(np.zeros((3, 1, 28, 28), np.float32))
-    assert len(predictions) == 3 and all(p.threshold == meta["threshold"] for p in predictions)
+    assert list(runtime.manifest.classes) == meta["classes"]
+    assert runtime.manifest.threshold == meta["decision"]["threshold"]
+    assert runtime.manifest.unknown_label == meta["unknown_label"]
+    predictions = runtime.predict(np.zeros((3, *meta["input"]["shape"][1:]), np.float32))
+    assert len(predictions) == 3 and all(p.threshold == meta["decision"]["threshold"] for p in predictions)
     # decision = score >= threshold, then argmax
     for p in predictions:
         assert p.known == (p.score >= p.threshold)
@@ -42,7 +44,35 @@ def test_corrupt_onnx_fails_the_checksum(model_copy):
 
 def test_unreadable_metadata(model_copy):
     (model_copy / "model.json").write_text("{broken")
-    with pytest.raises(ModelLoadError, match="metadata"):
+    with pytest.raises(ModelLoadError, match="not JSON"):
+        ModelRuntime(model_copy).load()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda m: m.update(format_version=1), "format_version 1"),
+    (lambda m: m.pop("format_version"), "format_version None"),
+    (lambda m: m["decision"].pop("threshold"), "decision.threshold"),
+    (lambda m: m.update(classes=["0", "1", "2"]), "3 classes need"),
+    (lambda m: m.update(classes=["0", "1", "2", "3", "other"]), "unknown label"),
+    (lambda m: m["input"]["layout"].update(box=40), "box 40"),
+    (lambda m: m["input"].update(shape=[-1, 1, 32, 32]), "side 28"),
+])
+def test_a_manifest_that_does_not_hold_is_refused_in_one_line(model_copy, change, message):
+    meta = json.loads((model_copy / "model.json").read_text())
+    change(meta)
+    (model_copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match=message) as err:
+        ModelRuntime(model_copy).load()
+    assert "\n" not in str(err.value)
+
+
+def test_a_graph_of_another_size_than_its_manifest_is_refused(model_copy):
+    """The graph is checked against the manifest, not against constants: a manifest that says 32x32 images for
+    this 28x28 graph is refused."""
+    meta = json.loads((model_copy / "model.json").read_text())
+    meta["input"].update(shape=[-1, 1, 32, 32], layout={**meta["input"]["layout"], "side": 32})
+    (model_copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="graph input"):
         ModelRuntime(model_copy).load()
 
 
@@ -53,7 +83,7 @@ def test_contract_breaking_graph_is_refused(model_copy):
     meta = json.loads((model_copy / "model.json").read_text())
     meta["onnx_sha256"] = sha256_file(model_copy / "model.onnx")
     (model_copy / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelLoadError, match="score"):
+    with pytest.raises(ModelLoadError, match="lacks the manifest's output 'score'"):
         ModelRuntime(model_copy).load()
 
 

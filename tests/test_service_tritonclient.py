@@ -58,7 +58,7 @@ def test_infer_with_default_outputs_and_uint8(client, images, v1_labels):
     inp.set_data_from_numpy(np.round(images[:, 0] * 255).astype(np.uint8))
     result = client.infer(MODEL, [inp])  # tritonclient asks for every output, binary
     assert [v.decode() for v in result.as_numpy("label")] == v1_labels
-    assert result.as_numpy("centroid_distance").shape == (len(images),)
+    assert result.as_numpy("distance").shape == (len(images),)
 
 
 def test_errors_come_back_as_messages(client):

@@ -5,21 +5,19 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 import openset
-from openset.artifacts import sha256_file
 from openset.calibration import decide
 from openset.config import Config
-from openset.contract import OUTPUTS, check_contract
 from openset.data import open_set_data
 from openset.export import ExportModule, run_torch
+from openset.manifest import load_artifact
 from openset.metrics import auroc
 from openset.models import extract_features
-from openset.scores import fit_detectors
-from training.evaluate import headline, run_onnx, shipped_metrics, unknown_sets
-from training.export import load_checkpoint
+from openset.scores import fit_scores
+from training.checkpoints import load_model
+from training.evaluate import headline, shipped_metrics, unknown_sets
 from training.robustness import balanced, shift_benchmark
 
 from .conftest import REPO
@@ -32,55 +30,66 @@ SHIFT_MEAN_RIGHT, SHIFT_WORST_RIGHT, SHIFT_WORST_REFUSED = 0.90, 0.75, 0.80
 
 
 @pytest.fixture(scope="module")
-def meta():
-    return json.loads((MODEL / "model.json").read_text())
+def artifact():
+    """The shipped artefact, opened as every consumer opens it (manifest, hash and graph checked)."""
+    return load_artifact(MODEL)
 
 
 @pytest.fixture(scope="module")
-def session():
-    return ort.InferenceSession(str(MODEL / "model.onnx"), providers=["CPUExecutionProvider"])
+def manifest(artifact):
+    return artifact.manifest
 
 
 @pytest.fixture(scope="module")
-def data(meta, data_dir):
-    cfg = Config.model_validate(meta["config"])
-    return open_set_data(cfg.data, cfg.seed, data_dir)
+def config(manifest):
+    return Config.model_validate(manifest.provenance.config)
 
 
-def test_made_from_the_current_config_with_the_current_code(meta):
+@pytest.fixture(scope="module")
+def data(config, data_dir):
+    return open_set_data(config.data, config.seed, data_dir)
+
+
+def test_made_from_the_current_config_with_the_current_code(manifest):
     """``make train`` re-creates the model from this config: every field the code knows today, defaults included,
     is stored in model.json (a model made by older code lacks the newer fields and would change on retraining)."""
-    assert meta["config"] == Config.from_json(REPO / "configs" / "mnist-0to4.json").to_dict()
-    assert meta["versions"]["openset"] == openset.__version__
+    assert manifest.provenance.config == Config.from_json(REPO / "configs" / "mnist-0to4.json").to_dict()
+    assert manifest.provenance.versions["openset"] == openset.__version__
 
 
-def test_metadata_matches_the_file_and_the_graph(meta, session):
-    assert sha256_file(MODEL / "model.onnx") == meta["onnx_sha256"]
-    check_contract(session, len(meta["classes"]))
+def test_the_graph_carries_its_manifest(manifest):
+    """The graph's metadata is the manifest but its hash (which is the graph's own); an honest model."""
     props = {p.key: p.value for p in onnx.load(str(MODEL / "model.onnx")).metadata_props}
-    for key in ("classes", "threshold", "unknown_label", "normalization", "config", "metrics"):
-        decoded = props[key] if isinstance(meta[key], str) else json.loads(props[key])
-        assert decoded == meta[key], key
-    assert meta["protocol"].startswith("honest")
-    assert meta["config"]["negatives"]["source"] != "supervised"
+    recorded = manifest.model_dump(mode="json")
+    assert set(props) == set(recorded) - {"onnx_sha256"}
+    for key, value in props.items():
+        assert (value if isinstance(recorded[key], str) else json.loads(value)) == recorded[key], key
+    assert manifest.provenance.protocol.startswith("honest")
+    assert manifest.provenance.config["negatives"]["source"] != "supervised"
+
+
+def test_the_distance_output_is_the_scores_own(manifest, config):
+    """The response's ``distance`` is the combined score's distance term, and the manifest says which."""
+    assert config.scores.combined_distance == "knn"
+    assert f"{config.scores.knn_k}-th nearest" in manifest.output("distance").description
 
 
 @pytest.fixture(scope="module")
-def fitted(meta, data):
+def fitted(config, data):
     """The checkpoint with every score refitted on the known training digits."""
-    cfg, model, _ = load_checkpoint(MODEL / "checkpoint.pt")
-    assert cfg == Config.model_validate(meta["config"])  # the same config (later fields at their defaults)
-    return model, fit_detectors(cfg.scores, cfg.seed, extract_features(model, data.train.images), data.train.labels)
+    cfg, model, _ = load_model(MODEL / "checkpoint.pt")
+    assert cfg == config  # the same config (later fields at their defaults)
+    return model, fit_scores(cfg.scores, cfg.seed, extract_features(model, data.train.images), data.train.labels)
 
 
-def test_onnx_and_torch_agree_on_the_whole_test_set(meta, session, data, fitted):
+def test_onnx_and_torch_agree_on_the_whole_test_set(manifest, artifact, data, fitted):
     model, detectors = fitted
-    module = ExportModule(model, detectors["combined"], detectors["centroid"])
+    module = ExportModule(model, detectors["combined"])
     images = np.concatenate([data.test_known.images, data.test_unknown.images])
-    ours, theirs = run_torch(module, images), run_onnx(session, images)
-    for name in OUTPUTS:
+    ours, theirs = run_torch(module, images), artifact.run(images)
+    for name in manifest.output_names:
         assert np.abs(ours[name] - theirs[name]).max() <= 1e-4, name
-    threshold = meta["threshold"]
+    threshold = manifest.threshold
     assert np.array_equal(decide(ours["probs"], ours["score"], threshold),
                           decide(theirs["probs"], theirs["score"], threshold))
 
@@ -94,18 +103,18 @@ def test_combined_score_is_as_good_as_the_best_single_score(data, fitted):
     assert aurocs["combined"] >= max(v for k, v in aurocs.items() if k != "combined") - 1e-3
 
 
-def test_threshold_accepts_the_target_share_of_known_validation_digits(meta, session, data):
-    score = run_onnx(session, data.val.images)["score"]
-    assert np.mean(score >= meta["threshold"]) == pytest.approx(meta["target_tpr"], abs=2e-3)
+def test_threshold_accepts_the_target_share_of_known_validation_digits(manifest, artifact, data):
+    score = artifact.run(data.val.images)[manifest.decision.output]
+    assert np.mean(score >= manifest.threshold) == pytest.approx(manifest.decision.target_tpr, abs=2e-3)
 
 
-def test_acceptance_figures_re_measured(meta, session, data, data_dir):
-    known = run_onnx(session, data.test_known.images)
+def test_acceptance_figures_re_measured(manifest, artifact, data, data_dir):
+    known = artifact.run(data.test_known.images)
     sets = unknown_sets("mnist", data.test_unknown, data.classes, data_dir)
-    unknowns = {name: run_onnx(session, split.images) for name, split in sets.items()}
-    figures = headline(shipped_metrics(known, data.test_known.labels, unknowns, meta["threshold"],
-                                       meta["classes"]))
-    assert figures == pytest.approx(meta["metrics"], abs=1e-6)
+    unknowns = {name: artifact.run(split.images) for name, split in sets.items()}
+    figures = headline(shipped_metrics(known, data.test_known.labels, unknowns, manifest.threshold,
+                                       list(manifest.classes)))
+    assert figures == pytest.approx(manifest.metrics, abs=1e-6)
     # The issue's acceptance floors that the shipped model meets, re-measured on the artefact itself.
     assert figures["known_accuracy"] >= 0.995
     assert figures["auroc_fashion_mnist"] >= 0.999
@@ -118,16 +127,16 @@ def test_acceptance_figures_re_measured(meta, session, data, data_dir):
     assert figures["macro_f1_open_set"] >= 0.91
 
 
-def test_shift_benchmark_re_measured(meta, session, data):
+def test_shift_benchmark_re_measured(manifest, artifact, config, data):
     """The report's shift benchmark, re-measured as openset train measured it for three of its changes (the same
     pictures through the service's preprocessing and ONNX Runtime, at the shipped threshold); then the issue's
     floors on the whole benchmark."""
     report = json.loads((MODEL / "report.json").read_text())["robustness"]
-    per_class = Config.model_validate(meta["config"]).evaluation.shift_per_class
+    per_class = config.evaluation.shift_per_class
     known, unknown = (balanced(split, per_class, seed=0) for split in (data.test_known, data.test_unknown))
     changes = ["thin_pen", "jpeg", "phone_photo"]  # a tuning change and two held-out ones
-    result = shift_benchmark(lambda images: run_onnx(session, images), meta["threshold"], known, unknown, changes,
-                             box=meta["input"]["layout"]["box"])
+    result = shift_benchmark(artifact.run, manifest.threshold, known, unknown, changes,
+                             layout=manifest.input.layout)
     assert result["clean"] == report["clean"]
     assert {name: result["changes"][name] for name in changes} == {name: report["changes"][name] for name in changes}
     every = report["groups"]["all"]

@@ -3,7 +3,8 @@
 ``runs/checkpoints/<config name>/last.pt`` holds everything that decides the rest of a run, so that
 ``openset train --resume`` continues at the next epoch and ends bit-identical to a run that was
 never interrupted. The artefact directory (``--out``) is written only once, at the very end, by
-:func:`training.pipeline.write_artifacts`; an interrupt therefore never leaves anything there.
+:func:`training.pipeline.write_artifacts`; an interrupt therefore never leaves anything there. An artefact's
+own ``checkpoint.pt`` has the same format with the chosen weights only (:func:`model_checkpoint`).
 
 Randomness during training comes from exactly two sources, both captured: torch's global RNG
 (weight init, dropout) and the run's ``torch.Generator`` (batch order, augmentation, negatives).
@@ -91,10 +92,45 @@ def checkpoint_path(cfg: Config, directory: str | Path | None = None) -> Path:
     return Path(directory if directory is not None else CHECKPOINT_ROOT / cfg.name) / CHECKPOINT_NAME
 
 
-def save_checkpoint(path: Path, cfg: Config, state: TrainState) -> None:
+def checkpoint_bytes(cfg: Config, payload: dict[str, Any]) -> bytes:
+    """The one checkpoint format: ``format``, ``config`` and the payload (a run's state, or a model's weights)."""
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "config": cfg.to_dict(), **state.state_dict()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    torch.save({"format": FORMAT, "config": cfg.to_dict(), **payload}, buffer)
+    return buffer.getvalue()
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`checkpoint_bytes`, refused (one-line error) if missing or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file fails in many ways inside torch.load
+        raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ConfigError(f"checkpoint {path} is not an openset checkpoint (format {FORMAT})")
+    return payload
+
+
+def save_checkpoint(path: Path, cfg: Config, state: TrainState) -> None:
+    atomic_write_bytes(path, checkpoint_bytes(cfg, state.state_dict()))
+
+
+def model_checkpoint(cfg: Config, model: nn.Module, history: list[dict], side: int) -> bytes:
+    """An artefact's ``checkpoint.pt``: the trained weights, the history and the input side."""
+    return checkpoint_bytes(cfg, {"model": model.state_dict(), "history": history, "side": side})
+
+
+def load_model(path: str | Path) -> tuple[Config, nn.Module, list[dict]]:
+    """The config, the model (eval mode) and the history from an artefact's ``checkpoint.pt``."""
+    from openset.models import build_model
+
+    payload = read_checkpoint(path)
+    cfg = Config.model_validate(payload["config"])
+    model = build_model(cfg.model, len(cfg.data.known_classes), payload["side"])
+    model.load_state_dict(payload["model"])
+    return cfg, model.eval(), payload["history"]
 
 
 def file_identity(path: Path) -> int | None:
@@ -120,12 +156,9 @@ def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
     """The checkpoint at ``path``, refused (one-line error) if it is missing or was made by another config."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume at {path}; train without --resume to start a new run")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file fails in many ways inside torch.load
-        raise ConfigError(f"checkpoint {path} is unreadable ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ConfigError(f"checkpoint {path} is not an openset training checkpoint (format {FORMAT})")
+    payload = read_checkpoint(path)
+    if "optimizer" not in payload:
+        raise ConfigError(f"checkpoint {path} holds a trained model, not a run's state; it cannot be resumed")
     changed = _differences(payload["config"], cfg.to_dict())
     if changed:
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed[:3])

@@ -9,32 +9,33 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from openset import metrics
-from openset.artifacts import ArtifactError, atomic_write_json, sha256_file
+from openset.artifacts import ArtifactError, atomic_write_json
 from openset.calibration import UNKNOWN, decide
-from openset.config import Config
-from openset.contract import OUTPUTS, UNKNOWN_LABEL, check_format
+from openset.config import DataConfig
+from openset.contract import UNKNOWN_LABEL
 from openset.data import DATA_DIR_HELP, Split, load_dataset, test_sets, uniform_noise
+from openset.manifest import MANIFEST, ModelManifest, load_artifact
 
 NOISE_SAMPLES = 10000
 NOISE_SEED = 12345
 
 
-def unknown_sets(dataset: str, test_unknown: Split, known_classes: tuple[int, ...], root) -> dict[str, Split]:
+def unknown_sets(dataset: str, test_unknown: Split, known_classes: tuple[int, ...], root, side: int = 28
+                 ) -> dict[str, Split]:
     """The evaluation unknowns: the other classes of the test set, the other dataset's test set, KMNIST's test set
-    (cursive Japanese characters: letters no model here has seen), noise. Never used for a choice."""
+    (cursive Japanese characters: letters no model here has seen), noise of the images' ``side``. Never used for a
+    choice."""
     other = "fashion_mnist" if dataset == "mnist" else "mnist"
     rest = sorted(set(range(10)) - set(known_classes))
     return {
         f"{dataset}_{'_'.join(map(str, rest))}": test_unknown,
         other: load_dataset(other, train=False, root=root),
         "kmnist": load_dataset("kmnist", train=False, root=root),
-        "uniform_noise": uniform_noise(NOISE_SAMPLES, NOISE_SEED),
+        "uniform_noise": uniform_noise(NOISE_SAMPLES, NOISE_SEED, side),
     }
 
 
@@ -75,13 +76,6 @@ def shipped_metrics(
     return result
 
 
-def run_onnx(session, images: np.ndarray, batch_size: int = 4096) -> dict[str, np.ndarray]:
-    """Every contract output from an onnxruntime session, batch by batch."""
-    parts = [session.run(list(OUTPUTS), {"image": images[i : i + batch_size]})
-             for i in range(0, len(images), batch_size)]
-    return {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(OUTPUTS)}
-
-
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Re-measure a model directory with ONNX Runtime on the test data", add_help=add_help
@@ -94,27 +88,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    model_dir = Path(args.model)
-    if not (model_dir / "model.json").is_file() or not (model_dir / "model.onnx").is_file():
-        raise ArtifactError(f"{model_dir}: needs model.onnx and model.json")
-    meta = json.loads((model_dir / "model.json").read_text())
-    try:
-        check_format(meta)
-    except ValueError as err:
-        raise ArtifactError(f"{model_dir / 'model.json'}: {err}") from None
-    if sha256_file(model_dir / "model.onnx") != meta["onnx_sha256"]:
-        raise ArtifactError(f"{model_dir / 'model.onnx'}: SHA-256 differs from model.json")
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    cfg = Config.model_validate(meta["config"])
-    test_known, test_unknown = test_sets(cfg.data, args.data_dir)
-    known = run_onnx(session, test_known.images)
-    sets = unknown_sets(cfg.data.dataset, test_unknown, cfg.data.known_classes, args.data_dir)
-    unknowns = {name: run_onnx(session, split.images) for name, split in sets.items()}
-    measured = shipped_metrics(known, test_known.labels, unknowns, meta["threshold"], meta["classes"])
-    recorded, figures = meta["metrics"], headline(measured)
+    artifact = load_artifact(args.model)
+    manifest = artifact.manifest
+    test_known, test_unknown = manifest_test_sets(manifest, args.data_dir)
+    known = artifact.run(test_known.images)
+    sets = unknown_sets(manifest.provenance.data["dataset"], test_unknown, tuple(manifest.provenance.data[
+        "known_classes"]), args.data_dir, manifest.input.side)
+    unknowns = {name: artifact.run(split.images) for name, split in sets.items()}
+    measured = shipped_metrics(known, test_known.labels, unknowns, manifest.threshold, list(manifest.classes))
+    recorded, figures = manifest.metrics, headline(measured)
     if set(recorded) != set(figures):  # e.g. a renamed unknown set: nothing to compare would pass vacuously
         unmatched = ", ".join(sorted(set(recorded) ^ set(figures)))
-        raise ArtifactError(f"{model_dir / 'model.json'}: its figures and this evaluation's are not the same "
+        raise ArtifactError(f"{artifact.directory / MANIFEST}: its figures and this evaluation's are not the same "
                             f"figures ({unmatched})")
     worst = max(abs(figures[key] - recorded[key]) for key in recorded)
     print(json.dumps({"measured": figures, "max_drift_from_model_json": worst}, indent=2))
@@ -123,6 +108,17 @@ def main(args: argparse.Namespace) -> dict:
     if worst > args.tolerance:
         raise SystemExit(f"figures drift from model.json by {worst:.2e} (> {args.tolerance})")
     return measured
+
+
+def manifest_test_sets(manifest: ModelManifest, root) -> tuple[Split, Split]:
+    """The test splits a model was evaluated on (its manifest's dataset and known classes), at its input side."""
+    data = manifest.provenance.data
+    known, unknown = test_sets(DataConfig(dataset=data["dataset"], known_classes=data["known_classes"]), root)
+    side = manifest.input.side
+    if known.images.shape[-1] != side:
+        raise ArtifactError(f"the model takes {side}x{side} images; {data['dataset']} under the data root has "
+                            f"{known.images.shape[-1]}x{known.images.shape[-1]}")
+    return known, unknown
 
 
 def headline(shipped: dict) -> dict[str, float]:

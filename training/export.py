@@ -6,23 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
-from openset.config import Config
 from openset.data import DATA_DIR_HELP, open_set_data
-from openset.models import build_model
+from training.checkpoints import load_model
 from training.pipeline import write_artifacts
-
-
-def load_checkpoint(path: str | Path) -> tuple[Config, torch.nn.Module, list[dict]]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    cfg = Config.model_validate(state["config"])
-    model = build_model(cfg.model, len(cfg.data.known_classes))
-    model.load_state_dict(state["model"])
-    return cfg, model.eval(), state["history"]
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -35,7 +21,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> Path:
-    cfg, model, history = load_checkpoint(args.checkpoint)
+    cfg, model, history = load_model(args.checkpoint)
     data = open_set_data(cfg.data, cfg.seed, args.data_dir)
     start = time.perf_counter()
     out = write_artifacts(Path(args.out), cfg, model, history, data, args.data_dir, plots_enabled=not args.no_plots)

@@ -27,11 +27,11 @@ from openset.augment import augment_once
 from openset.calibration import threshold_at_tpr
 from openset.config import Config, dotted_sections
 from openset.data import DATA_DIR_HELP, OpenSetData, Split, open_set_data, remap_classes, select_classes
-from openset.export import run_torch
+from openset.export import ExportModule, run_torch
 from openset.metrics import auroc
 from openset.models import extract_features
-from openset.scores import KNN, Combined, fit_detectors
-from training.pipeline import calibration_scores, fit_scores
+from openset.scores import KNN, Combined, fit_scores
+from training.pipeline import calibrate, calibration_scores
 from training.robustness import CACHE, balanced, shift_benchmark
 from training.train import fit
 
@@ -69,7 +69,7 @@ def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, dic
     changed_feats = extract_features(model, changed)
     calibration = [val_feats] + ([changed_feats] if cfg.scores.calibration == "clean+augmented" else [])
     scores: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # validation, held-out class, calibration
-    detectors = fit_detectors(cfg.scores, cfg.seed, train_feats, fold.train.labels)
+    detectors = fit_scores(cfg.scores, cfg.seed, train_feats, fold.train.labels)
     for name, det in detectors.items():  # each fitted and scored once
         scores[name] = (det.score_features(val_feats), det.score_features(out_feats),
                         np.concatenate([det.score_features(f) for f in calibration]))
@@ -98,14 +98,16 @@ def holdout_fold(cfg: Config, data: OpenSetData, held_out: int) -> dict[str, dic
 def shift_on_knowns(cfg: Config, data: OpenSetData) -> dict:
     """A model of every known class, calibrated as shipped, on the tuning changes with known test digits only."""
     model, _ = fit(cfg, data)
-    fitted = fit_scores(model, cfg, data)
+    train_feats = extract_features(model, data.train.images)
+    combined = fit_scores(cfg.scores, cfg.seed, train_feats, data.train.labels, ["combined"])["combined"]
+    module = ExportModule(model, combined)
     changes = [name for name, change in shifts.CHANGES.items() if change.group == "tuning"]
     known = balanced(data.test_known, SHIFT_PER_CLASS, seed=0)
-    predict = lambda images: run_torch(fitted.module, images)  # noqa: E731
-    result = shift_benchmark(predict, fitted.threshold, known, changes=changes, cache=CACHE)
+    predict = lambda images: run_torch(module, images)  # noqa: E731
+    result = shift_benchmark(predict, calibrate(module, cfg, data.val).threshold, known, changes=changes, cache=CACHE)
     at = {}
     for how in ("clean", "clean+augmented"):  # the same pictures (cached) at other thresholds
-        calibration = calibration_scores(fitted.module, cfg.override(scores={"calibration": how}), data)
+        calibration = calibration_scores(module, cfg.override(scores={"calibration": how}), data.val)
         for tpr in TPR_GRID:
             other = shift_benchmark(predict, threshold_at_tpr(calibration, tpr), known, changes=changes, cache=CACHE)
             at[f"{how}@{tpr:g}"] = {k: other["groups"]["tuning"][k]["known_right"] for k in ("mean", "worst")}

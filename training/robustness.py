@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import inspect
-import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -28,17 +27,16 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from openset import shifts
-from openset.artifacts import ArtifactError, atomic_write_json
+from openset.artifacts import atomic_write_json
 from openset.calibration import UNKNOWN, decide
-from openset.config import Config, EvaluationConfig
-from openset.contract import LAYOUT
-from openset.data import DATA_DIR_HELP, Split, test_sets
+from openset.config import EvaluationConfig
+from openset.data import DATA_DIR_HELP, Split
+from openset.manifest import Layout, load_artifact
 from service import preprocess
 
-Predict = Callable[[np.ndarray], dict[str, np.ndarray]]  # images [N, 1, 28, 28] -> contract outputs
+Predict = Callable[[np.ndarray], dict[str, np.ndarray]]  # images [N, 1, side, side] -> contract outputs
 FIGURES = ("known_right", "known_accepted", "unknown_refused")
 CACHE = Path("runs") / "cache" / "shifts"
 
@@ -50,35 +48,37 @@ def balanced(split: Split, per_class: int, seed: int) -> Split:
     return split.subset(np.sort(picks))
 
 
-def _cache_key(cache: Path, split: Split, change: str | None, severity: int, seed: int, box: int) -> Path:
+def _cache_key(cache: Path, split: Split, change: str | None, severity: int, seed: int, layout: Layout) -> Path:
     code = inspect.getsource(shifts) + inspect.getsource(preprocess)
-    digest = hashlib.sha256(code.encode() + split.images.tobytes() + f"{change}/{severity}/{seed}/{box}".encode())
+    digest = hashlib.sha256(code.encode() + split.images.tobytes()
+                            + f"{change}/{severity}/{seed}/{layout.box}/{layout.side}".encode())
     return cache / f"{change}-{severity}-{digest.hexdigest()[:16]}.npy"
 
 
-def pictures(split: Split, change: str | None, severity: int, seed: int, box: int = LAYOUT["box"]) -> np.ndarray:
+def pictures(split: Split, change: str | None, severity: int, seed: int, layout: Layout = preprocess.MNIST
+             ) -> np.ndarray:
     """The split's digits as pictures (changed, unless ``change`` is None), through the service's preprocessing
-    (laid out with the digit in a ``box`` square): float32 ``[N, 1, 28, 28]``."""
+    (laid out as the model's manifest says): float32 ``[N, 1, side, side]``."""
     rng = np.random.default_rng([seed, severity, *(change or "clean").encode()])
-    out = np.empty((len(split), 1, 28, 28), np.float32)
+    out = np.empty((len(split), 1, layout.side, layout.side), np.float32)
     for i, digit in enumerate(split.images[:, 0]):
         data = shifts.render_clean(digit, rng) if change is None else shifts.render(digit, change, severity, rng)
-        out[i, 0] = preprocess.from_image_bytes(data, max_pixels=10**7, box=box)
+        out[i, 0] = preprocess.from_image_bytes(data, max_pixels=10**7, layout=layout)
     return out
 
 
-def all_pictures(tasks: list[tuple[Split, str | None, int]], seed: int, box: int, cache: Path | None
+def all_pictures(tasks: list[tuple[Split, str | None, int]], seed: int, layout: Layout, cache: Path | None
                  ) -> list[np.ndarray]:
     """:func:`pictures` for every (split, change, severity), on every core; with ``cache``, kept on disk under
     a key of the digits, the change and the code (for the experiment loop)."""
-    keys = [_cache_key(cache, *task, seed, box) if cache else None for task in tasks]
+    keys = [_cache_key(cache, *task, seed, layout) if cache else None for task in tasks]
     out = [np.load(key) if key and key.is_file() else None for key in keys]
     missing = [i for i, done in enumerate(out) if done is None]
     if not missing:
         return out
     # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork.
     with ProcessPoolExecutor(min(len(missing), os.cpu_count() or 1), mp_context=get_context("spawn")) as pool:
-        arguments = zip(*[(*tasks[i], seed, box) for i in missing], strict=True)
+        arguments = zip(*[(*tasks[i], seed, layout) for i in missing], strict=True)
         for i, result in zip(missing, pool.map(pictures, *arguments), strict=True):
             out[i] = result
             if keys[i]:
@@ -111,13 +111,13 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def shift_benchmark(predict: Predict, threshold: float, known: Split, unknown: Split | None = None,
-                    changes: list[str] | None = None, seed: int = 0, box: int = LAYOUT["box"],
+                    changes: list[str] | None = None, seed: int = 0, layout: Layout = preprocess.MNIST,
                     cache: Path | None = None) -> dict:
     """Every change at every severity, and the clean pictures; ``unknown`` None measures the known digits only.
-    ``box``: the model's layout (model.json)."""
+    ``layout``: the model's (its manifest's ``input.layout``)."""
     conditions = [(None, 0)] + [(name, s) for name in changes or list(shifts.CHANGES) for s in shifts.SEVERITIES]
     splits = [known] if unknown is None else [known, unknown]
-    images = iter(all_pictures([(split, *c) for c in conditions for split in splits], seed, box, cache))
+    images = iter(all_pictures([(split, *c) for c in conditions for split in splits], seed, layout, cache))
     rows = {}
     for condition in conditions:
         decided = answered(predict, threshold, next(images))
@@ -160,16 +160,6 @@ def table(result: dict) -> list[str]:
     return header + rows
 
 
-def onnx_predict(model_dir: Path) -> tuple[Predict, dict]:
-    from training.evaluate import run_onnx
-
-    meta_path = model_dir / "model.json"
-    if not meta_path.is_file() or not (model_dir / "model.onnx").is_file():
-        raise ArtifactError(f"{model_dir}: needs model.onnx and model.json")
-    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    return (lambda images: run_onnx(session, images)), json.loads(meta_path.read_text())
-
-
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="The shift benchmark of a model directory", add_help=add_help)
     parser.add_argument("--model", required=True, help="directory with model.onnx and model.json")
@@ -184,13 +174,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    predict, meta = onnx_predict(Path(args.model))
-    cfg = Config.model_validate(meta["config"])
-    test_known, test_unknown = test_sets(cfg.data, args.data_dir)
+    from training.evaluate import manifest_test_sets
+
+    artifact = load_artifact(args.model)
+    test_known, test_unknown = manifest_test_sets(artifact.manifest, args.data_dir)
     known = balanced(test_known, args.per_class, args.seed)
     unknown = None if args.knowns_only else balanced(test_unknown, args.per_class, args.seed)
-    result = shift_benchmark(predict, meta["threshold"], known, unknown, args.changes, args.seed,
-                             box=meta["input"]["layout"]["box"])
+    result = shift_benchmark(artifact.run, artifact.manifest.threshold, known, unknown, args.changes, args.seed,
+                             artifact.manifest.input.layout)
     print("\n".join(table(result)))
     if args.out:
         atomic_write_json(args.out, result)

@@ -24,7 +24,7 @@ from openset.config import Config, ConfigError
 from openset.data import DATA_DIR_HELP, open_set_data
 from openset.metrics import auroc
 from openset.models import extract_features
-from openset.scores import fit_detectors
+from openset.scores import fit_scores
 from training.train import fit
 
 COLUMNS = ["config", "params", "epochs", "best_val_acc", "test_acc", "open_set_auroc", "train_seconds"]
@@ -58,7 +58,7 @@ def run_trial(cfg: Config, root: str | None = None) -> dict:
     model, history = fit(cfg, data, root)
     seconds = time.perf_counter() - start
     train_feats = extract_features(model, data.train.images)
-    combined = fit_detectors(cfg.scores, cfg.seed, train_feats, data.train.labels, ["combined"])["combined"]
+    combined = fit_scores(cfg.scores, cfg.seed, train_feats, data.train.labels, ["combined"])["combined"]
     known = extract_features(model, data.test_known.images)
     open_set = float("nan")  # a closed-set config (every class known) has no unknowns to score
     if len(data.test_unknown):

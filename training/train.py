@@ -184,7 +184,7 @@ def fit(
     """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(cfg.model, len(data.classes))
+    model = build_model(cfg.model, len(data.classes), data.train.images.shape[-1])
     sampler = NegativeSampler(cfg.negatives, negative_pool(cfg, data, root))
     steps = cfg.optim.epochs * -(-len(data.train) // cfg.optim.batch_size)
     optimizer, scheduler = build_optimizer(model, cfg.optim, steps)

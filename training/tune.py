@@ -62,44 +62,25 @@ def overrides_from(space: dict, values: dict) -> dict:
                             for key, domain in space.items()})
 
 
-def _is_int_range(domain: dict) -> bool:
-    return isinstance(domain["low"], int) and isinstance(domain["high"], int) and not domain.get("log")
-
-
-def suggest(trial: optuna.Trial, space: dict) -> dict:
-    """The trial's values as ``Config.override`` sections."""
-    values = {}
+def distributions(space: dict) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The tune file's space as Optuna distributions: the one translation, which the local study and Ray Tune's
+    ``OptunaSearch`` both sample from. A choice is sampled as its index (Optuna's categories must be scalars)."""
+    out = {}
     for key, domain in space.items():
         if "choices" in domain:
-            # Optuna's categorical values must be scalars: choose an index, keep the value.
-            values[key] = trial.suggest_categorical(key, list(range(len(domain["choices"]))))
-        elif _is_int_range(domain):
-            values[key] = trial.suggest_int(key, domain["low"], domain["high"])
+            out[key] = optuna.distributions.CategoricalDistribution(list(range(len(domain["choices"]))))
+        elif isinstance(domain["low"], int) and isinstance(domain["high"], int) and not domain.get("log"):
+            out[key] = optuna.distributions.IntDistribution(domain["low"], domain["high"])
         else:
-            values[key] = trial.suggest_float(key, domain["low"], domain["high"], log=bool(domain.get("log")))
-    return overrides_from(space, values)
+            out[key] = optuna.distributions.FloatDistribution(domain["low"], domain["high"],
+                                                              log=bool(domain.get("log")))
+    return out
 
 
-def objective_factory(base: Config, space: dict, data_cache: dict, root: str | None, epochs: int | None):
-    def objective(trial: optuna.Trial) -> float:
-        overrides = suggest(trial, space)
-        cfg = base.override(**overrides)
-        if epochs is not None:
-            cfg = cfg.override(optim={"epochs": epochs})
-        key = (cfg.data, cfg.seed)
-        if key not in data_cache:
-            data_cache[key] = open_set_data(cfg.data, cfg.seed, root)
-
-        def report(row: dict) -> None:
-            trial.report(row["val_acc"], row["epoch"])
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        _, history = fit(cfg, data_cache[key], root, on_epoch=report)
-        trial.set_user_attr("overrides", overrides)
-        return max(row["val_acc"] for row in history)
-
-    return objective
+def trial_config(base: Config, space: dict, values: dict, epochs: int | None) -> Config:
+    """The config of one trial: the base with the sampled values (and ``epochs``, when given)."""
+    cfg = base.override(**overrides_from(space, values))
+    return cfg if epochs is None else cfg.override(optim={"epochs": epochs})
 
 
 def run_on_ray(base: Config, space: dict, trials: int, args: argparse.Namespace) -> list[dict]:
@@ -112,29 +93,19 @@ def run_on_ray(base: Config, space: dict, trials: int, args: argparse.Namespace)
     if not ray.is_initialized():
         ray.init(address=None if args.ray_address == "local" else args.ray_address, log_to_driver=False)
     epochs = args.epochs or base.optim.epochs
-    param_space = {}
-    for key, domain in space.items():
-        if "choices" in domain:
-            param_space[key] = tune.choice(list(range(len(domain["choices"]))))
-        elif _is_int_range(domain):
-            param_space[key] = tune.randint(domain["low"], domain["high"] + 1)
-        else:
-            param_space[key] = (tune.loguniform if domain.get("log") else tune.uniform)(domain["low"], domain["high"])
-
     def trainable(values: dict) -> None:
         import torch
 
         torch.set_num_threads(1)  # one CPU per trial, as requested below
-        cfg = base.override(**overrides_from(space, values)).override(optim={"epochs": epochs})
+        cfg = trial_config(base, space, values, epochs)
         fit(cfg, open_set_data(cfg.data, cfg.seed, args.data_dir), args.data_dir,
             on_epoch=lambda row: tune.report({"val_acc": row["val_acc"], "epoch": row["epoch"]}))
 
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
-        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric="val_acc", mode="max", num_samples=trials,
-            search_alg=OptunaSearch(seed=args.seed),
+            search_alg=OptunaSearch(space=distributions(space), metric="val_acc", mode="max", seed=args.seed),
             scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=1)),
         run_config=tune.RunConfig(storage_path=str((Path(args.out) / "ray").resolve()), verbose=0),
     )
@@ -152,19 +123,37 @@ def run_on_ray(base: Config, space: dict, trials: int, args: argparse.Namespace)
 
 
 def run_locally(base: Config, space: dict, trials: int, args: argparse.Namespace) -> list[dict]:
+    """The search in this process: Optuna's TPE sampler asks, a median pruner stops trials that fall behind."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    data_cache: dict = {}
+    rows = []
+    for number in range(1, trials + 1):
+        trial = study.ask(distributions(space))
+        cfg = trial_config(base, space, trial.params, args.epochs)
+        key = (cfg.data, cfg.seed)
+        if key not in data_cache:
+            data_cache[key] = open_set_data(cfg.data, cfg.seed, args.data_dir)
 
-    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        value = f"val {trial.value:.4f}" if trial.value is not None else ""
-        print(f"trial {trial.number + 1}: {trial.state.name.lower()} {value} {trial.params}", flush=True)
+        def report(row: dict, trial: optuna.Trial = trial) -> None:
+            trial.report(row["val_acc"], row["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned()
 
-    study.optimize(objective_factory(base, space, {}, args.data_dir, args.epochs), n_trials=trials,
-                   callbacks=[progress])
-    # A pruned trial has no final value: it cannot be the best one.
-    return [{"state": t.state.name.lower(), "value": t.value, "params": t.params,
-             "overrides": t.user_attrs.get("overrides")} for t in study.trials]
+        try:
+            _, history = fit(cfg, data_cache[key], args.data_dir, on_epoch=report)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            value, state = None, "pruned"  # a pruned trial has no final value: it cannot be the best one
+        else:
+            value, state = max(row["val_acc"] for row in history), "complete"
+            study.tell(trial, value)
+        rows.append({"state": state, "value": value, "params": trial.params,
+                     "overrides": overrides_from(space, trial.params)})
+        shown = f"val {value:.4f}" if value is not None else ""
+        print(f"trial {number}: {state} {shown} {trial.params}", flush=True)
+    return rows
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -22,4 +22,4 @@ router = APIRouter(prefix="/admin", tags=["admin"])
              responses={401: {"model": ErrorResponse}, 409: {"model": ErrorResponse, "description": "old model kept"}})
 async def reload(request: Request) -> ReloadResult:
     runtime = await reload_model(request.app)
-    return ReloadResult(model=model_version(runtime), sha256=runtime.meta["onnx_sha256"])
+    return ReloadResult(model=model_version(runtime), sha256=runtime.manifest.onnx_sha256)

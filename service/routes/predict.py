@@ -10,11 +10,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from openset.manifest import Layout
 from service.errors import ServiceError, validation_message
 from service.guards import ready_runtime
 from service.preprocess import MEDIA_TYPES, decode, from_array, mnist_like
 from service.runtime import ModelRuntime, Prediction, off_the_loop
-from service.schemas import ArrayBatch, ArrayImage, BatchResponse, PredictResponse, error_responses
+from service.schemas import BatchResponse, PredictResponse, array_models, component, error_responses
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -24,25 +25,25 @@ ERRORS = error_responses(400, 401, 408, 413, 415, 422, 503)
 OFFLOAD_BYTES = 256 * 1024
 
 
-def _request_body(json_model: type, many: bool) -> dict:
+def _request_body(many: bool) -> dict:
     field = "files" if many else "file"
     binary = {"type": "string", "format": "binary"}
     multipart = {"type": "object", "required": [field],
                  "properties": {field: {"type": "array", "items": binary, "minItems": 1} if many else binary}}
     content = {"multipart/form-data": {"schema": multipart},
-               "application/json": {"schema": json_model.model_json_schema()}}
+               "application/json": {"schema": component("ArrayBatch" if many else "ArrayImage")}}
     if not many:
         content.update({media: {"schema": binary} for media in sorted(MEDIA_TYPES)})
     return {"requestBody": {"required": True, "content": content}}
 
 
-def _decode_all(blobs: list[bytes], max_pixels: int, box: int) -> list[np.ndarray]:
+def _decode_all(blobs: list[bytes], max_pixels: int, layout: Layout) -> list[np.ndarray]:
     """Decode and lay out images in the model's input layout, under one pixel budget for the whole request."""
     images, budget = [], max_pixels
     for blob in blobs:
         image = decode(blob, budget)
         budget -= image.width * image.height
-        images.append(mnist_like(image, box))
+        images.append(mnist_like(image, layout))
     return images
 
 
@@ -62,19 +63,20 @@ async def _uploaded_blobs(request: Request, many: bool, max_batch: int) -> list[
     return [await f.read() for f in files]
 
 
-def _arrays(body: bytes, many: bool) -> list[np.ndarray]:
+def _arrays(body: bytes, many: bool, side: int) -> list[np.ndarray]:
     # The schema has made every value a JSON number already (strict), so numpy may take the lists as they are.
+    one, batch = array_models(side)
     try:
         if many:
-            return [from_array(np.asarray(a)) for a in ArrayBatch.model_validate_json(body).images]
-        return [from_array(np.asarray(ArrayImage.model_validate_json(body).image))]
+            return [from_array(np.asarray(a), side) for a in batch.model_validate_json(body).images]
+        return [from_array(np.asarray(one.model_validate_json(body).image), side)]
     except ValidationError as err:
         raise ServiceError(validation_message(err.errors(), "invalid JSON body"), 422) from None
 
 
-async def read_images(request: Request, many: bool, box: int) -> np.ndarray:
-    """The request's image(s) as float32 ``[N, 1, 28, 28]``, whatever the accepted encoding; pictures are laid out
-    with the digit in a ``box`` x ``box`` square (the model's, from its model.json)."""
+async def read_images(request: Request, many: bool, layout: Layout) -> np.ndarray:
+    """The request's image(s) as float32 ``[N, 1, side, side]``, whatever the accepted encoding; pictures are laid
+    out as the model's manifest says (``layout``)."""
     settings = request.app.state.settings
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
@@ -82,7 +84,7 @@ async def read_images(request: Request, many: bool, box: int) -> np.ndarray:
     elif not many and (media in MEDIA_TYPES or media == "application/octet-stream"):
         blobs = [await request.body()]
     elif media == "application/json":
-        images = _arrays(await request.body(), many)
+        images = _arrays(await request.body(), many, layout.side)
         if len(images) > settings.max_batch:
             raise ServiceError(f"{len(images)} images exceed the batch limit of {settings.max_batch}", 413)
         return np.stack(images)[:, None]
@@ -91,21 +93,24 @@ async def read_images(request: Request, many: bool, box: int) -> np.ndarray:
             "multipart/form-data, application/json or image/png|jpeg|bmp|webp|gif"
         raise ServiceError(f"unsupported content type {media or '(none)'!r}; send {accepted}", 415)
     if sum(map(len, blobs)) > OFFLOAD_BYTES:
-        images = await run_in_threadpool(_decode_all, blobs, settings.max_image_pixels, box)
+        images = await run_in_threadpool(_decode_all, blobs, settings.max_image_pixels, layout)
     else:
-        images = _decode_all(blobs, settings.max_image_pixels, box)
+        images = _decode_all(blobs, settings.max_image_pixels, layout)
     return np.stack(images)[:, None]
 
 
-async def _predict(request: Request, runtime: ModelRuntime, images: np.ndarray) -> list[Prediction]:
+async def _answer(request: Request, many: bool) -> tuple[ModelRuntime, list[Prediction]]:
+    """The request's images, laid out for the served model (its manifest's layout), answered in one model call."""
+    runtime = ready_runtime(request)
+    images = await read_images(request, many, runtime.manifest.input.layout)
     predictions = await off_the_loop(runtime.predict, images)
     request.app.state.metrics.observe_predictions([p.label for p in predictions])
-    return predictions
+    return runtime, predictions
 
 
 def _decision(p: Prediction) -> dict:
     return {"label": p.label, "known": p.known,
-            "scores": {"probs": p.probs, "known_prob": p.known_prob, "centroid_distance": p.centroid_distance,
+            "scores": {"probs": p.probs, "known_prob": p.known_prob, "distance": p.distance,
                        "score": p.score, "threshold": p.threshold}}
 
 
@@ -115,18 +120,16 @@ def _model_ref(runtime: ModelRuntime) -> dict:
 
 # The handlers build their JSON directly: the response models document it without a second validation pass.
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
-             openapi_extra=_request_body(ArrayImage, many=False),
+             openapi_extra=_request_body(many=False),
              summary="Classify one image: a known digit or the unknown label")
 async def predict(request: Request) -> JSONResponse:
-    runtime = ready_runtime(request)
-    [prediction] = await _predict(request, runtime, await read_images(request, many=False, box=runtime.box))
+    runtime, [prediction] = await _answer(request, many=False)
     return JSONResponse({**_decision(prediction), "model": _model_ref(runtime)})
 
 
 @router.post("/predict/batch", response_model=BatchResponse, responses=ERRORS,
-             openapi_extra=_request_body(ArrayBatch, many=True),
+             openapi_extra=_request_body(many=True),
              summary="Classify several images in one model call, answered in order")
 async def predict_batch(request: Request) -> JSONResponse:
-    runtime = ready_runtime(request)
-    predictions = await _predict(request, runtime, await read_images(request, many=True, box=runtime.box))
+    runtime, predictions = await _answer(request, many=True)
     return JSONResponse({"predictions": [_decision(p) for p in predictions], "model": _model_ref(runtime)})
