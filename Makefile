@@ -69,3 +69,13 @@ lint: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+## peers: the model servers that benchmarks/serve_bench.py runs beside openset (KServe, BentoML, LitServe),
+## each in its own venv .peers/<name> from benchmarks/peers/<name>.txt (the script makes missing ones too)
+PEERS := kserve bentoml litserve
+.PHONY: peers
+peers: $(PEERS:%=.peers/%/.installed)
+.peers/%/.installed: benchmarks/peers/%.txt
+	@test -x .peers/$*/bin/python || $(PYTHON) -m venv .peers/$*
+	.peers/$*/bin/pip install -qq -r $<
+	@cp $< $@

@@ -1,11 +1,22 @@
-"""Benchmark: ONNX Runtime in process, and the service over loopback under wrk.
+"""Benchmark: openset's service beside the Python model servers, on the same ONNX model and the same payloads.
 
-    python benchmarks/serve_bench.py [--model models/mnist-0to4] [--seconds 8]
+    make peers        # once (else the script creates them): the peers' venvs under .peers/
+    .venv/bin/python benchmarks/serve_bench.py [--seconds 6] [--model models/mnist-0to4]
+                                               [--peers bare,kserve,bentoml,litserve | --no-peers]
 
-Prints one table: requests/s and latency p50/p99 for each case, and the ratio of the service's
-throughput to a minimal FastAPI endpoint running the same ONNX session (benchmarks/minimal_app.py),
-measured side by side in the same run. Needs wrk (Debian package) for the HTTP cases. Only
-127.0.0.1 is loaded, for a bounded time.
+Prints one Markdown table: requests/s and latency p50/p99 under wrk (`-t1 -c1` and `-t1 -c16`) for
+- openset (`openset-serve`): v1 raw (POST /v1/predict {"image": 28x28 ints}), v1 PNG (the 112x112 PNG),
+  v2 JSON (784 UINT8 in `data`, shape [1, 1, 28, 28]), v2 binary (Triton's binary tensor extension), and
+  POST /v1/predict/batch with 64 images;
+- the peers, each running the same ONNX file through onnxruntime with one ONNX thread: the bare FastAPI
+  endpoint (benchmarks/minimal_app.py, openset's v1 raw body), KServe's ModelServer (openset's v2 JSON body:
+  KServe takes UINT8 too), BentoML and LitServe (openset's v1 raw body); their servers are in benchmarks/peers/;
+- ONNX Runtime in process (batch 1 and 256, one caller), as the floor under them all;
+and on each peer's row the ratio of openset's v2 JSON and v1 raw throughput to the peer's, at each connection
+count. Each server runs alone, one worker, logs at warning or off, on 127.0.0.1 at a free port; each peer in
+its own venv (.peers/<name>, from benchmarks/peers/<name>.txt), so the project's dependencies stay clean. A
+peer that cannot be installed or started, or that rejects its request, gets "not available: <reason>" rows.
+wrk (Debian package) shares the 2 cores with the server under test.
 """
 
 from __future__ import annotations
@@ -16,12 +27,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +43,15 @@ import onnxruntime as ort
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+PEERS_DIR = REPO / ".peers"
+BIN = Path(sys.executable).parent
+CONNECTIONS = (1, 16)
+RATIOS = ("openset v2 JSON", "openset v1 raw")  # openset's throughput in these cases over each peer's
+
+
+class Unavailable(Exception):
+    """A server that cannot be installed, started or asked: its rows say why."""
 
 
 def in_process(model: Path, batch: int, seconds: float) -> dict:
@@ -43,9 +66,8 @@ def in_process(model: Path, batch: int, seconds: float) -> dict:
         session.run(None, {"image": images})
         times.append(time.perf_counter() - start)
     times = np.array(times)
-    return {"case": f"onnxruntime in process, batch {batch}", "rps": len(times) / times.sum(),
-            "images_per_s": batch * len(times) / times.sum(),
-            "p50_ms": 1000 * np.percentile(times, 50), "p99_ms": 1000 * np.percentile(times, 99)}
+    return {"rps": len(times) / times.sum(), "p50_ms": 1000 * np.percentile(times, 50),
+            "p99_ms": 1000 * np.percentile(times, 99), "errors": 0}
 
 
 def free_port() -> int:
@@ -54,33 +76,71 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(command: list[str], env: dict, url: str) -> subprocess.Popen:
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    for _ in range(200):
+def last_line(log: Path | None) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines() if log and log.exists() else []
+    return lines[-1][:200] if lines else "no output"
+
+
+def start(command: list[str], env: dict, url: str, log: Path | None = None, timeout: float = 10) -> subprocess.Popen:
+    """Start a server in its own process group (see stop()) and wait until `url` answers 200."""
+    out = log.open("wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    if log:
+        out.close()  # the server has its own copy
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and process.poll() is None:
         try:
             urllib.request.urlopen(url, timeout=1)
             return process
         except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"server did not start: {command}")
+            time.sleep(0.1)
+    reason = f"exited with {process.returncode}" if process.poll() is not None else f"not ready in {timeout:g} s"
+    stop(process)
+    raise RuntimeError(f"server {reason}: {last_line(log) if log else command}")
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to a process group: False once it has no process left."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End the server and every process it started: SIGTERM to its process group, then SIGKILL to what is left
+    of it shortly after the server exits (LitServe's inference worker outlives its server) or after 15 s."""
+    signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    end = time.monotonic() + 2
+    while time.monotonic() < end and signal_group(process.pid, 0):
+        time.sleep(0.05)
+    signal_group(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 LUA = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "{ctype}"
+{headers}
 local f = io.open("{path}", "rb")
 wrk.body = f:read("*all")
 f:close()
 """
 
 
-def run_wrk(url: str, body: bytes, ctype: str, connections: int, seconds: float, workdir: Path) -> dict:
+def run_wrk(url: str, body: bytes, ctype: str, connections: int, seconds: float, workdir: Path,
+            headers: dict | None = None) -> dict:
     payload = workdir / f"body-{abs(hash(body))}.bin"
     payload.write_bytes(body)
-    script = workdir / f"post-{abs(hash((body, ctype)))}.lua"
-    script.write_text(LUA.format(ctype=ctype, path=payload))
+    headers = {"Content-Type": ctype, **(headers or {})}
+    script = workdir / f"post-{abs(hash((body, tuple(headers.items()))))}.lua"
+    script.write_text(LUA.format(path=payload, headers="\n".join(
+        f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items())))
     done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
                           capture_output=True, text=True, timeout=seconds + 30)
     out = done.stdout
@@ -91,66 +151,219 @@ def run_wrk(url: str, body: bytes, ctype: str, connections: int, seconds: float,
         value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p50_ms": ms("50"), "p99_ms": ms("99"), "errors": int(errors.group(1)) if errors else 0}
+            "p50_ms": ms("50"), "p99_ms": ms("99"), "errors": errors}
+
+
+# --- the servers: openset and its peers -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    command: Callable[[Path, int], list[str]]  # (model dir, port) -> the command line
+    ready: str  # a GET path that answers 200 once the model is loaded
+    venv: str | None = None  # the peer's venv .peers/<venv>, made from benchmarks/peers/<venv>.txt
+
+
+def peer_bin(venv: str, program: str) -> str:
+    return str(PEERS_DIR / venv / "bin" / program)
+
+
+SERVERS = {
+    "openset": Server(lambda model, port: [str(BIN / "openset-serve")], "/v2/health/ready"),
+    "bare": Server(lambda model, port: [str(BIN / "uvicorn"), "minimal_app:app", "--app-dir", str(BENCH),
+                                        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                                        "--no-access-log"], "/docs"),
+    "kserve": Server(lambda model, port: [peer_bin("kserve", "python"), str(BENCH / "peers" / "kserve_server.py"),
+                                          str(model), str(port)], "/v2/health/ready", venv="kserve"),
+    "bentoml": Server(lambda model, port: [peer_bin("bentoml", "bentoml"), "serve", "bentoml_service:Digits",
+                                           "--working-dir", str(BENCH / "peers"), "--host", "127.0.0.1",
+                                           "--port", str(port)], "/readyz", venv="bentoml"),
+    "litserve": Server(lambda model, port: [peer_bin("litserve", "python"),
+                                            str(BENCH / "peers" / "litserve_server.py"), str(model), str(port)],
+                       "/health", venv="litserve"),
+}
+PEERS = [name for name in SERVERS if name != "openset"]
+
+
+def server_env(model: Path, port: int) -> dict:
+    """One environment for every server: each reads what it knows."""
+    return {"OPENSET_MODEL_DIR": str(model), "OPENSET_PORT": str(port), "OPENSET_LOG_LEVEL": "warning",
+            "OPENSET_WORKERS": "1", "OPENSET_ONNX_THREADS": "1", "KSERVE_LOGLEVEL": "WARNING",
+            "BENTOML_DO_NOT_TRACK": "True", "OMP_NUM_THREADS": "1"}
+
+
+def ensure_venv(name: str) -> None:
+    """Create .peers/<name> from benchmarks/peers/<name>.txt, as `make peers` does, unless it is there already."""
+    venv, requirements = PEERS_DIR / name, BENCH / "peers" / f"{name}.txt"
+    stamp = venv / ".installed"  # a copy of the requirements it was installed from
+    if stamp.exists() and stamp.read_text() == requirements.read_text():
+        return
+    print(f"creating {venv.relative_to(REPO)} from {requirements.relative_to(REPO)} (about a minute)",
+          file=sys.stderr)
+    for command in ([sys.executable, "-m", "venv", str(venv)],
+                    [str(venv / "bin" / "pip"), "install", "-qq", "-r", str(requirements)]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+        if done.returncode:
+            lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+            raise Unavailable(f"`{' '.join(command[:3])}` failed: {lines[-1][:200]}")
+    shutil.copyfile(requirements, stamp)
+
+
+# --- the cases: one server, one request ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    server: str
+    path: str
+    body: bytes
+    ctype: str = "application/json"
+    headers: dict = field(default_factory=dict)
+    images: int = 1
+
+
+def cases(model_name: str) -> list[Case]:
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 13:15] = 255
+    png = io.BytesIO()
+    Image.fromarray(255 - np.kron(digit, np.ones((4, 4), np.uint8))).save(png, "PNG")
+    raw = json.dumps({"image": digit.tolist()}).encode()
+    tensor = {"name": "image", "shape": [1, 1, 28, 28], "datatype": "UINT8"}
+    v2_json = json.dumps({"inputs": [{**tensor, "data": digit.ravel().tolist()}]}).encode()
+    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": digit.size}}]}).encode()
+    v2 = f"/v2/models/{model_name}/infer"
+    return [
+        Case("openset v1 raw", "openset", "/v1/predict", raw),
+        Case("openset v1 PNG (112x112)", "openset", "/v1/predict", png.getvalue(), "image/png"),
+        Case("openset v2 JSON", "openset", v2, v2_json),
+        Case("openset v2 binary", "openset", v2, header + digit.tobytes(), "application/octet-stream",
+             {"Inference-Header-Content-Length": str(len(header))}),
+        Case("openset batch 64", "openset", "/v1/predict/batch", json.dumps({"images": [digit.tolist()] * 64}).encode(),
+             images=64),
+        Case("bare FastAPI endpoint JSON", "bare", "/score", raw),
+        Case("KServe v2 JSON", "kserve", v2, v2_json),
+        Case("BentoML JSON", "bentoml", "/predict", raw),
+        Case("LitServe JSON", "litserve", "/predict", raw),
+    ]
+
+
+def ask_once(base: str, case: Case) -> None:
+    """One request before the load: a server that rejects the body is reported, not measured."""
+    request = urllib.request.Request(base + case.path, case.body, {"Content-Type": case.ctype, **case.headers})
+    try:
+        urllib.request.urlopen(request, timeout=10).read()
+    except OSError as error:
+        detail = error.read().decode(errors="replace")[:150] if hasattr(error, "read") else ""
+        raise Unavailable(f"{case.path} answered {error} {detail}".strip()) from error
+
+
+def measure(name: str, server_cases: list[Case], model: Path, seconds: float, work: Path) -> dict:
+    """Start one server, run its cases at each connection count, stop it: {case name: {connections: row}}."""
+    server, port = SERVERS[name], free_port()
+    if server.venv:
+        ensure_venv(server.venv)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        process = start(server.command(model, port), server_env(model, port), base + server.ready,
+                        log=work / f"{name}.log", timeout=90)
+    except RuntimeError as error:
+        raise Unavailable(str(error)) from error
+    results: dict = {}
+    try:
+        warm = False
+        for case in server_cases:
+            try:
+                ask_once(base, case)
+            except Unavailable as error:
+                results[case.name] = f"not available: {error}"
+                continue
+            if not warm:  # one second of load before the first measurement
+                run_wrk(base + case.path, case.body, case.ctype, max(CONNECTIONS), 1, work, case.headers)
+                warm = True
+            results[case.name] = {c: run_wrk(base + case.path, case.body, case.ctype, c, seconds, work, case.headers)
+                                  for c in CONNECTIONS}
+    finally:
+        stop(process)
+    return results
+
+
+# --- the table ---------------------------------------------------------------------------------------------
+
+
+def cells(result: dict, images: int) -> list[str]:
+    out = []
+    for c in CONNECTIONS:
+        row = result.get(c)
+        if row is None:
+            out += ["", "", ""]
+            continue
+        rps = f"{row['rps']:.0f}" + (f" ({row['rps'] * images:.0f} images/s)" if images > 1 else "")
+        out += [rps, f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"]
+    return out + [str(sum(row["errors"] for row in result.values()))]
+
+
+def ratios(results: dict, case: Case) -> list[str]:
+    if case.server == "openset":
+        return [""] * len(RATIOS) * len(CONNECTIONS)
+    out = []
+    for reference in RATIOS:
+        for c in CONNECTIONS:
+            ours, theirs = results.get(reference), results[case.name]
+            out.append(f"{ours[c]['rps'] / theirs[c]['rps']:.2f}" if isinstance(ours, dict) else "")
+    return out
+
+
+def table(results: dict, all_cases: list[Case], floor: dict) -> str:
+    header = ["case", *(f"c={c} {what}" for c in CONNECTIONS for what in ("req/s", "p50 ms", "p99 ms")), "errors",
+              *(f"{reference} / this, c={c}" for reference in RATIOS for c in CONNECTIONS)]
+    width = len(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * width]
+    for batch, row in floor.items():
+        lines.append("| " + " | ".join([f"onnxruntime in process, batch {batch} (one caller)",
+                                        *cells({1: row}, batch)] + [""] * (width - 8)) + " |")
+    for case in all_cases:
+        result = results.get(case.name)
+        if result is None:
+            continue
+        if isinstance(result, str):
+            lines.append("| " + " | ".join([case.name, result] + [""] * (width - 2)) + " |")
+        else:
+            lines.append("| " + " | ".join([case.name, *cells(result, case.images), *ratios(results, case)]) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "models" / "mnist-0to4")
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=6.0, help="per wrk run (and the in-process floor)")
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"a comma-separated subset of {','.join(PEERS)}")
+    parser.add_argument("--no-peers", action="store_true", help="openset and the in-process floor only")
     args = parser.parse_args()
-
-    rows = [in_process(args.model, 1, args.seconds / 2), in_process(args.model, 256, args.seconds / 2)]
+    peers = [] if args.no_peers else [name.strip() for name in args.peers.split(",") if name.strip()]
+    if unknown := set(peers) - set(PEERS):
+        parser.error(f"unknown peers {sorted(unknown)}; known: {PEERS}")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
-    digit = np.zeros((28, 28), np.uint8)
-    digit[4:24, 13:15] = 255
-    png = io.BytesIO()
-    Image.fromarray(255 - np.kron(digit, np.ones((4, 4), np.uint8))).save(png, "PNG")
-    bodies = {
-        "raw 28x28 JSON": (b'{"image": ' + json.dumps(digit.tolist()).encode() + b"}", "application/json",
-                           "/v1/predict"),
-        "PNG upload (112x112)": (png.getvalue(), "image/png", "/v1/predict"),
-        "batch of 64, JSON": (json.dumps({"images": [digit.tolist()] * 64}).encode(), "application/json",
-                              "/v1/predict/batch"),
-    }
-    bin_dir = Path(sys.executable).parent
-    service_port, minimal_port = free_port(), free_port()
-    env = {"OPENSET_MODEL_DIR": str(args.model), "OPENSET_LOG_LEVEL": "warning"}
-    service = start([str(bin_dir / "openset-serve")], {**env, "OPENSET_PORT": str(service_port)},
-                    f"http://127.0.0.1:{service_port}/v2/health/ready")
-    minimal = start([str(bin_dir / "uvicorn"), "minimal_app:app", "--port", str(minimal_port), "--log-level",
-                     "warning", "--no-access-log", "--app-dir", str(REPO / "benchmarks")], env,
-                    f"http://127.0.0.1:{minimal_port}/docs")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            for connections in (1, args.concurrency):
-                raw = (np.asarray(digit, np.float32) / 255).tobytes()
-                base = run_wrk(f"http://127.0.0.1:{minimal_port}/score", raw, "application/octet-stream",
-                               connections, args.seconds, work)
-                rows.append({"case": f"minimal FastAPI + same session, c={connections}", **base})
-                for name, (body, ctype, path) in bodies.items():
-                    row = run_wrk(f"http://127.0.0.1:{service_port}{path}", body, ctype, connections, args.seconds,
-                                  work)
-                    if name.startswith("raw"):
-                        row["ratio"] = row["rps"] / base["rps"]
-                    rows.append({"case": f"service {name}, c={connections}", **row})
-    finally:
-        for process in (service, minimal):
-            process.terminate()
-            process.wait(timeout=10)
+    model = args.model.resolve()
+    model_name = json.loads((model / "model.json").read_text())["name"]
 
-    print("| case | requests/s | p50 ms | p99 ms | errors | service / minimal |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        ratio = f"{row['ratio']:.2f}" if "ratio" in row else ""
-        extra = f" ({row['images_per_s']:.0f} images/s)" if "images_per_s" in row else ""
-        print(f"| {row['case']} | {row['rps']:.0f}{extra} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
-              f"{row.get('errors', 0)} | {ratio} |")
+    floor = {batch: in_process(model, batch, args.seconds / 2) for batch in (1, 256)}
+    all_cases = cases(model_name)
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ["openset", *peers]:
+            server_cases = [case for case in all_cases if case.server == name]
+            print(f"measuring {name}", file=sys.stderr)
+            try:
+                results.update(measure(name, server_cases, model, args.seconds, Path(tmp)))
+            except Unavailable as error:
+                results.update({case.name: f"not available: {error}" for case in server_cases})
+    print(table(results, all_cases, floor))
 
 
 if __name__ == "__main__":
