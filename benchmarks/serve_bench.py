@@ -190,10 +190,11 @@ PEERS = [name for name in SERVERS if name != "openset"]
 
 
 def server_env(model: Path, port: int) -> dict:
-    """One environment for every server: each reads what it knows."""
+    """One environment for every server: each reads what it knows. openset runs one worker unless OPENSET_WORKERS
+    says otherwise (``OPENSET_WORKERS=2 python benchmarks/serve_bench.py --no-peers``); the peers run one."""
     return {"OPENSET_MODEL_DIR": str(model), "OPENSET_PORT": str(port), "OPENSET_LOG_LEVEL": "warning",
-            "OPENSET_WORKERS": "1", "OPENSET_ONNX_THREADS": "1", "KSERVE_LOGLEVEL": "WARNING",
-            "BENTOML_DO_NOT_TRACK": "True", "OMP_NUM_THREADS": "1"}
+            "OPENSET_WORKERS": os.environ.get("OPENSET_WORKERS", "1"), "OPENSET_ONNX_THREADS": "1",
+            "KSERVE_LOGLEVEL": "WARNING", "BENTOML_DO_NOT_TRACK": "True", "OMP_NUM_THREADS": "1"}
 
 
 def ensure_venv(name: str) -> None:

@@ -22,40 +22,16 @@ from starlette.concurrency import run_in_threadpool
 
 from openset.artifacts import ArtifactError
 from service.errors import ServiceError
+from service.gateway import model_version
 from service.runtime import ModelRuntime
 
 log = logging.getLogger("openset.service")
 
 
-def model_version(runtime: ModelRuntime) -> str:
-    return f"{runtime.name}/{runtime.version}" if runtime.ready else "none"
-
-
-class ModelPinMiddleware:
-    """Pins the current runtime into the request's state and names it in ``X-Model-Version``."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        runtime: ModelRuntime = scope["app"].state.runtime
-        scope.setdefault("state", {})["runtime"] = runtime
-        header = (b"x-model-version", model_version(runtime).encode("latin-1", "replace"))
-
-        async def send_with_version(message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
-        await self.app(scope, receive, send_with_version)
-
-
 def load_runtime(settings) -> ModelRuntime:
     """The configured model directory, loaded and checked (raises :class:`~openset.artifacts.ArtifactError`)."""
-    return ModelRuntime(settings.model_dir, settings.onnx_threads).load()
+    return ModelRuntime(settings.model_dir, settings.onnx_threads, settings.batch_images,
+                        settings.batch_wait_ms).load()
 
 
 def publish(app, runtime: ModelRuntime) -> None:

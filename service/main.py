@@ -22,9 +22,10 @@ from fastapi.staticfiles import StaticFiles
 import openset
 from openset.artifacts import ArtifactError
 from service.errors import install_error_handlers
-from service.guards import BodyLimitMiddleware, api_key_dependency
-from service.lifecycle import ModelPinMiddleware, install_sighup, load_runtime, model_version, publish
-from service.observability import MULTIPROCESS_DIR, AccessMiddleware, Metrics, configure_logging
+from service.gateway import Gateway, model_version
+from service.guards import api_key_dependency
+from service.lifecycle import install_sighup, load_runtime, publish
+from service.observability import MULTIPROCESS_DIR, Metrics, configure_logging
 from service.routes import admin, ops, predict, v2
 from service.runtime import ModelRuntime
 from service.schemas import request_components
@@ -71,21 +72,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reload_lock = asyncio.Lock()
     secured = [Depends(api_key_dependency(settings.api_key.get_secret_value()))] if settings.api_key else []
     app.include_router(predict.router, dependencies=secured)
-    app.include_router(v2.health)
     app.include_router(v2.models, dependencies=secured)
+    app.include_router(v2.health)
     app.include_router(ops.router)
     if settings.admin_key:
         admin_key = settings.admin_key.get_secret_value()
         app.include_router(admin.router, dependencies=[Depends(api_key_dependency(admin_key))])
     install_error_handlers(app)
-    # The last added runs first: access log/metrics see everything; CORS headers reach even the 413s;
-    # every response, errors included, names the model that answered.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
-    app.add_middleware(ModelPinMiddleware)
+    # One layer in front of the routes (service.gateway); CORS, when open, before it, so that its headers reach
+    # even the gateway's own 413s.
+    app.add_middleware(Gateway, metrics=metrics, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"])
-    app.add_middleware(AccessMiddleware, metrics=metrics)
     return app
 
 

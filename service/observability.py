@@ -1,4 +1,4 @@
-"""Prometheus metrics, JSON access logs and request ids: one ASGI middleware and one registry per app.
+"""Prometheus metrics and JSON logs: one registry per app (``service.gateway`` observes every request).
 
 With several workers (``OPENSET_WORKERS``), prometheus_client's multiprocess mode keeps every worker's values in
 files under ``PROMETHEUS_MULTIPROC_DIR`` (``openset-serve`` makes one when it is not set), and ``/metrics`` sums
@@ -11,9 +11,8 @@ import collections
 import json
 import logging
 import os
-import time
-import uuid
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 access_log = logging.getLogger("openset.access")
@@ -38,6 +37,7 @@ class Metrics:
         self.model_info = Gauge("openset_model_info", "The served model (value 1)",
                                 ["name", "version", "sha256", "threshold"], registry=self.registry,
                                 multiprocess_mode="max")
+        self._children: dict[tuple, tuple] = {}
         self.reloads = Counter("openset_model_reloads_total", "Hot reloads by result (ok, refused)",
                                ["result"], registry=self.registry)
 
@@ -49,68 +49,41 @@ class Metrics:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
 
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request (its route template, not its path: a bounded set of labels)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # (prometheus_client's labels() looks the child up anew on every call)
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                              self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
+
     def observe_predictions(self, labels: list[str]) -> None:
         self.batch_size.observe(len(labels))
         for label, count in collections.Counter(labels).items():
             self.predictions.labels(label).inc(count)
 
 
-class AccessMiddleware:
-    """Times every request, counts it by route template, logs one JSON line, sets ``X-Request-ID``."""
-
-    def __init__(self, app, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
-        status = 500
-
-        async def send_with_id(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - start
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(json.dumps({
-                    "ts": time.time(), "request_id": request_id, "method": scope["method"],
-                    "path": scope["path"], "route": route, "status": status,
-                    "ms": round(elapsed * 1000, 3),
-                    "client": (scope.get("client") or ["-"])[0],
-                }))
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; messages that are JSON already are merged, tracebacks kept as a field."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        try:
-            entry = json.loads(message)
-            entry = entry if isinstance(entry, dict) else {"message": message}
-        except ValueError:
-            entry = {"message": message}
+        if isinstance(record.args, dict):  # log.info("access", {...fields})
+            entry = dict(record.args)
+        else:
+            message = record.getMessage()
+            try:
+                entry = json.loads(message)
+                entry = entry if isinstance(entry, dict) else {"message": message}
+            except ValueError:
+                entry = {"message": message}
         entry.setdefault("ts", record.created)
         entry["level"] = record.levelname.lower()
         entry["logger"] = record.name
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return orjson.dumps(entry, default=str).decode()
 
 
 def configure_logging(level: str) -> None:

@@ -4,7 +4,7 @@ uvicorn times out idle keep-alive connections, but not a client that opens a con
 its request line and headers a byte at a time (slowloris). This protocol arms a timer when a connection
 opens and when the first byte of each request arrives, and disarms it once the headers are complete; a
 client still inside its headers at the deadline is answered ``408`` and disconnected. Slow *bodies* are
-bounded by :class:`service.guards.BodyLimitMiddleware`. Used by ``openset-serve`` as
+bounded by :class:`service.gateway.Gateway`. Used by ``openset-serve`` as
 ``http="service.protocol:DeadlineHttpToolsProtocol"``.
 """
 

@@ -3,6 +3,7 @@ constant (classes, input, layout, threshold, unknown label) comes from the model
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from openset.calibration import decide
 from openset.manifest import Artifact, ModelManifest, load_artifact
+from service.batching import Batcher
 
 # Batches larger than this run in a worker thread, so health checks and small requests keep flowing.
 OFFLOAD_IMAGES = 32
@@ -38,10 +40,14 @@ class ModelRuntime:
     """The served model: an artefact opened by :func:`openset.manifest.load_artifact`, which has checked its
     manifest, hash and graph. Until :meth:`load` it is not ready."""
 
-    def __init__(self, model_dir: str | Path, threads: int = 1) -> None:
+    def __init__(self, model_dir: str | Path, threads: int = 1, batch_images: int = 0, batch_wait_ms: float = 0.0
+                 ) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.artifact: Artifact | None = None
+        # Concurrent requests through the model together (service.batching); off with 0 or 1.
+        self.batcher = Batcher(self.run, batch_images, batch_wait_ms) if batch_images > 1 else None
+        self.in_flight = 0  # requests being answered by this runtime (service.gateway.Gateway)
 
     def load(self) -> ModelRuntime:
         """Open the model directory (raises :class:`~openset.artifacts.ArtifactError` with a one-line reason)."""
@@ -71,8 +77,23 @@ class ModelRuntime:
     def labels(self, probs: np.ndarray, score: np.ndarray) -> list[str]:
         return self.manifest.labels(decide(probs, score, self.manifest.threshold))
 
+    async def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's outputs for one request's images: with batching on and other requests in flight, from a model
+        call shared with them; else inline (a lone request: no thread hop), or off the loop for a large batch."""
+        batcher = self.batcher
+        if batcher is not None and len(images) <= batcher.max_images:
+            # One turn of the event loop first: requests that have arrived meanwhile get as far as here too (and
+            # count as in flight), so that they meet in one call instead of queueing one behind the other.
+            await asyncio.sleep(0)
+            if self.in_flight > 1 or batcher.busy:
+                return await batcher(images)
+        return await off_the_loop(self.run, images)
+
     def predict(self, images: np.ndarray) -> list[Prediction]:
-        out = self.run(images)
+        return self.decisions(self.run(images))
+
+    def decisions(self, out: dict[str, np.ndarray]) -> list[Prediction]:
+        """The decision and the scores of every image, from the graph's outputs."""
         labels = self.labels(out["probs"], out[self.manifest.decision.output])
         classes, unknown, threshold = self.manifest.classes, self.manifest.unknown_label, self.manifest.threshold
         return [

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # ONNX Runtime threads per session (0 = its default, all cores).
     onnx_threads: int = Field(1, ge=0)
+    # Adaptive batching (service/batching.py): requests that arrive together go through the model in one call of
+    # up to this many images (0 or 1: off, each request runs alone); a batch waits up to batch_wait_ms for more.
+    batch_images: int = Field(64, ge=0, le=1024)
+    batch_wait_ms: float = Field(0.0, ge=0, le=100)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

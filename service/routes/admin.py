@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from service.lifecycle import model_version, reload_model
+from service.gateway import model_version
+from service.lifecycle import reload_model
 from service.schemas import ErrorResponse
 
 

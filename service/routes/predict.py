@@ -11,10 +11,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from openset.manifest import Layout
+from service.codec import JSON
 from service.errors import ServiceError, validation_message
 from service.guards import ready_runtime
 from service.preprocess import MEDIA_TYPES, decode, from_array, mnist_like
-from service.runtime import ModelRuntime, Prediction, off_the_loop
+from service.runtime import ModelRuntime, Prediction
 from service.schemas import BatchResponse, PredictResponse, array_models, component, error_responses
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -103,7 +104,7 @@ async def _answer(request: Request, many: bool) -> tuple[ModelRuntime, list[Pred
     """The request's images, laid out for the served model (its manifest's layout), answered in one model call."""
     runtime = ready_runtime(request)
     images = await read_images(request, many, runtime.manifest.input.layout)
-    predictions = await off_the_loop(runtime.predict, images)
+    predictions = runtime.decisions(await runtime.outputs(images))
     request.app.state.metrics.observe_predictions([p.label for p in predictions])
     return runtime, predictions
 
@@ -124,7 +125,7 @@ def _model_ref(runtime: ModelRuntime) -> dict:
              summary="Classify one image: a known digit or the unknown label")
 async def predict(request: Request) -> JSONResponse:
     runtime, [prediction] = await _answer(request, many=False)
-    return JSONResponse({**_decision(prediction), "model": _model_ref(runtime)})
+    return JSON({**_decision(prediction), "model": _model_ref(runtime)})
 
 
 @router.post("/predict/batch", response_model=BatchResponse, responses=ERRORS,
@@ -132,4 +133,4 @@ async def predict(request: Request) -> JSONResponse:
              summary="Classify several images in one model call, answered in order")
 async def predict_batch(request: Request) -> JSONResponse:
     runtime, predictions = await _answer(request, many=True)
-    return JSONResponse({"predictions": [_decision(p) for p in predictions], "model": _model_ref(runtime)})
+    return JSON({"predictions": [_decision(p) for p in predictions], "model": _model_ref(runtime)})

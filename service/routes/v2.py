@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 import openset
 from service.codec import HEADER_LENGTH, decode_body, encode_response, parse_request, read_input, requested_outputs
 from service.errors import ServiceError
 from service.guards import ready_runtime
-from service.runtime import ModelRuntime, off_the_loop
+from service.runtime import ModelRuntime
 from service.schemas import (
     LABEL,
     InferResponse,
@@ -29,16 +29,15 @@ from service.schemas import (
 )
 
 
-async def get_runtime(request: Request, name: str) -> ModelRuntime:
+def served(request: Request, name: str, version: str | None = None) -> ModelRuntime:
+    """The model this request was pinned to, if it is the one named (and of that version): else 404. Called by
+    each handler itself, as v1's are: a FastAPI dependency costs more than the check."""
     runtime = ready_runtime(request)
     if name != runtime.name:
         raise ServiceError(f"unknown model {name!r}; this server serves {runtime.name!r}", 404)
-    return runtime
-
-
-def _check_version(runtime: ModelRuntime, version: str) -> None:
-    if version != runtime.version:
+    if version is not None and version != runtime.version:
         raise ServiceError(f"model {runtime.name!r} has no version {version!r} (serving {runtime.version!r})", 404)
+    return runtime
 
 
 def tensor_metadata(runtime: ModelRuntime) -> dict[str, list[dict]]:
@@ -49,57 +48,10 @@ def tensor_metadata(runtime: ModelRuntime) -> dict[str, list[dict]]:
             "outputs": [*map(spec, manifest.outputs), {"name": LABEL, "datatype": "BYTES", "shape": [-1]}]}
 
 
-health = APIRouter(prefix="/v2", tags=["v2"])
 # 401: the optional API key; 404: another model or version; 503: no model loaded yet. The service's own
 # error body also for 422 (FastAPI would document its validation error shape, which is never sent).
 models = APIRouter(prefix="/v2/models", tags=["v2"], responses=error_responses(401, 404, 422, 503))
-
-
-@health.get("/health/live", summary="Liveness", response_model=ServerLive)
-async def live() -> dict:
-    return {"live": True}
-
-
-@health.get("/health/ready", summary="Readiness: the model is loaded", response_model=ServerReady,
-            responses=error_responses(503))
-async def ready(request: Request) -> dict:
-    if not request.app.state.runtime.ready:
-        raise ServiceError("model not loaded", 503)
-    return {"ready": True}
-
-
-@health.get("", summary="Server metadata", response_model=ServerMetadata)
-async def server_metadata() -> dict:
-    return {"name": "openset", "version": openset.__version__, "extensions": ["binary_tensor_data"]}
-
-
-def _model_metadata(runtime: ModelRuntime) -> dict:
-    return {"name": runtime.name, "versions": [runtime.version], "platform": "onnxruntime_onnx",
-            **tensor_metadata(runtime),
-            "parameters": {"classes": list(runtime.manifest.classes), "unknown_label": runtime.manifest.unknown_label,
-                           "threshold": runtime.manifest.threshold, "rule": runtime.manifest.decision.rule}}
-
-
-@models.get("/{name}", summary="Model metadata", response_model=ModelMetadata)
-async def model_metadata(runtime: ModelRuntime = Depends(get_runtime)) -> dict:
-    return _model_metadata(runtime)
-
-
-@models.get("/{name}/versions/{version}", summary="Model metadata (one version)", response_model=ModelMetadata)
-async def model_version_metadata(version: str, runtime: ModelRuntime = Depends(get_runtime)) -> dict:
-    _check_version(runtime, version)
-    return _model_metadata(runtime)
-
-
-@models.get("/{name}/ready", summary="Model readiness", response_model=ModelReady)
-async def model_ready(runtime: ModelRuntime = Depends(get_runtime)) -> dict:
-    return {"name": runtime.name, "ready": runtime.ready}
-
-
-@models.get("/{name}/versions/{version}/ready", summary="Model readiness (one version)", response_model=ModelReady)
-async def model_version_ready(version: str, runtime: ModelRuntime = Depends(get_runtime)) -> dict:
-    _check_version(runtime, version)
-    return {"name": runtime.name, "ready": runtime.ready}
+health = APIRouter(prefix="/v2", tags=["v2"])
 
 
 async def _infer(request: Request, runtime: ModelRuntime) -> Response:
@@ -109,7 +61,7 @@ async def _infer(request: Request, runtime: ModelRuntime) -> Response:
     payload, binary = parse_request(body, request.headers.get(HEADER_LENGTH))
     wanted = requested_outputs(payload, [*manifest.output_names, LABEL])  # malformed is a 400 before any 413
     images = read_input(payload, binary, settings.max_batch, manifest.input)
-    values: dict[str, Any] = await off_the_loop(runtime.run, images)
+    values: dict[str, Any] = dict(await runtime.outputs(images))
     values[LABEL] = runtime.labels(values["probs"], values[manifest.decision.output])
     request.app.state.metrics.observe_predictions(values[LABEL])
     return encode_response({"model_name": runtime.name, "model_version": runtime.version}, payload, values, wanted)
@@ -133,14 +85,61 @@ INFER_RESPONSES = {
 }
 
 
+# Inference first: routes are matched in the order they are declared, and these are the busy ones.
 @models.post("/{name}/infer", summary="Inference (JSON or binary tensors)", openapi_extra=INFER_DOC,
              response_class=JSONResponse, response_model=InferResponse, responses=INFER_RESPONSES)
-async def infer(request: Request, runtime: ModelRuntime = Depends(get_runtime)) -> Response:
-    return await _infer(request, runtime)
+async def infer(request: Request, name: str) -> Response:
+    return await _infer(request, served(request, name))
 
 
 @models.post("/{name}/versions/{version}/infer", summary="Inference (one version)", openapi_extra=INFER_DOC,
              response_class=JSONResponse, response_model=InferResponse, responses=INFER_RESPONSES)
-async def infer_version(request: Request, version: str, runtime: ModelRuntime = Depends(get_runtime)) -> Response:
-    _check_version(runtime, version)
-    return await _infer(request, runtime)
+async def infer_version(request: Request, name: str, version: str) -> Response:
+    return await _infer(request, served(request, name, version))
+
+
+def _model_metadata(runtime: ModelRuntime) -> dict:
+    return {"name": runtime.name, "versions": [runtime.version], "platform": "onnxruntime_onnx",
+            **tensor_metadata(runtime),
+            "parameters": {"classes": list(runtime.manifest.classes), "unknown_label": runtime.manifest.unknown_label,
+                           "threshold": runtime.manifest.threshold, "rule": runtime.manifest.decision.rule}}
+
+
+@models.get("/{name}", summary="Model metadata", response_model=ModelMetadata)
+async def model_metadata(request: Request, name: str) -> dict:
+    return _model_metadata(served(request, name))
+
+
+@models.get("/{name}/versions/{version}", summary="Model metadata (one version)", response_model=ModelMetadata)
+async def model_version_metadata(request: Request, name: str, version: str) -> dict:
+    return _model_metadata(served(request, name, version))
+
+
+@models.get("/{name}/ready", summary="Model readiness", response_model=ModelReady)
+async def model_ready(request: Request, name: str) -> dict:
+    runtime = served(request, name)
+    return {"name": runtime.name, "ready": runtime.ready}
+
+
+@models.get("/{name}/versions/{version}/ready", summary="Model readiness (one version)", response_model=ModelReady)
+async def model_version_ready(request: Request, name: str, version: str) -> dict:
+    runtime = served(request, name, version)
+    return {"name": runtime.name, "ready": runtime.ready}
+
+
+@health.get("/health/live", summary="Liveness", response_model=ServerLive)
+async def live() -> dict:
+    return {"live": True}
+
+
+@health.get("/health/ready", summary="Readiness: the model is loaded", response_model=ServerReady,
+            responses=error_responses(503))
+async def ready(request: Request) -> dict:
+    if not request.app.state.runtime.ready:
+        raise ServiceError("model not loaded", 503)
+    return {"ready": True}
+
+
+@health.get("", summary="Server metadata", response_model=ServerMetadata)
+async def server_metadata() -> dict:
+    return {"name": "openset", "version": openset.__version__, "extensions": ["binary_tensor_data"]}

@@ -1,0 +1,103 @@
+"""The one ASGI layer in front of the routes: every HTTP request passes it once.
+
+Per request it pins the served model (``service.lifecycle``: a hot reload never changes the model under a request
+that is being answered) and counts the request in that model's requests in flight (the batcher's signal);
+refuses a body over the limit (413, at once from Content-Length, else while it streams) or a body chunk slower
+than the deadline (408); and times, counts and logs the request under its id. Every response carries
+``X-Request-ID`` and ``X-Model-Version``. One layer, not a stack of three: each layer of a middleware stack costs
+a pass of its own on every request (measured in docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from service.errors import ServiceError, error_response
+from service.observability import Metrics, access_log
+
+# The rest of an unread body would be parsed as the next request: these answers end the connection.
+CLOSE = {"Connection": "close"}
+
+
+async def within(seconds: float, receive):
+    """``await receive()``, or ``TimeoutError`` after ``seconds``: by asyncio.timeout where there is one (Python
+    3.11), a fraction of the cost of wait_for, which makes a task per call."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await receive()
+    return await asyncio.wait_for(receive(), seconds)
+
+
+def model_version(runtime) -> str:
+    return f"{runtime.name}/{runtime.version}" if runtime.ready else "none"
+
+
+class Gateway:
+    def __init__(self, app, metrics: Metrics, max_bytes: int, timeout: float = 30.0) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or ())
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
+        runtime = scope["app"].state.runtime
+        scope.setdefault("state", {})["runtime"] = runtime
+        added = [(b"x-request-id", request_id.encode("latin-1")),
+                 (b"x-model-version", model_version(runtime).encode("latin-1", "replace"))]
+        status = 500
+
+        async def send_with_headers(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *added]
+            await send(message)
+
+        runtime.in_flight += 1
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and not length.isdigit():
+                await error_response("malformed Content-Length header", 400, CLOSE)(scope, receive, send_with_headers)
+            elif length is not None and int(length) > self.max_bytes:
+                await error_response(f"request body exceeds {self.max_bytes} bytes", 413, CLOSE)(
+                    scope, receive, send_with_headers)
+            else:
+                await self.app(scope, self._limited(receive), send_with_headers)
+        finally:
+            runtime.in_flight -= 1
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe_request(route, scope["method"], status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):  # the fields as the record's args: encoded once, by orjson
+                access_log.info("access", {
+                    "ts": time.time(), "request_id": request_id, "method": scope["method"], "path": scope["path"],
+                    "route": route, "status": status, "ms": round(elapsed * 1000, 3),
+                    "client": (scope.get("client") or ["-"])[0],
+                })
+
+    def _limited(self, receive):
+        """``receive`` with the body limit and the per-chunk deadline."""
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            try:
+                message = await within(self.timeout, receive)
+            except TimeoutError:
+                raise ServiceError(f"request body not received within {self.timeout:g} s", 408, CLOSE) from None
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise ServiceError(f"request body exceeds {self.max_bytes} bytes", 413, CLOSE)
+            return message
+
+        return limited
