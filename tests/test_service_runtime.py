@@ -9,8 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from openset.artifacts import ArtifactError as ModelLoadError
-from openset.artifacts import sha256_file
+from openset.artifacts import ArtifactError, sha256_file
 from service.runtime import ModelRuntime
 
 
@@ -30,7 +29,7 @@ def test_loads_and_reads_everything_from_metadata(shipped_model_dir):
 
 
 def test_missing_model(tmp_path):
-    with pytest.raises(ModelLoadError, match="missing"):
+    with pytest.raises(ArtifactError, match="missing"):
         ModelRuntime(tmp_path / "nothing").load()
 
 
@@ -38,13 +37,13 @@ def test_corrupt_onnx_fails_the_checksum(model_copy):
     with open(model_copy / "model.onnx", "r+b") as handle:
         handle.seek(1000)
         handle.write(b"\xff\xff\xff\xff")
-    with pytest.raises(ModelLoadError, match="SHA-256"):
+    with pytest.raises(ArtifactError, match="SHA-256"):
         ModelRuntime(model_copy).load()
 
 
 def test_unreadable_metadata(model_copy):
     (model_copy / "model.json").write_text("{broken")
-    with pytest.raises(ModelLoadError, match="not JSON"):
+    with pytest.raises(ArtifactError, match="not JSON"):
         ModelRuntime(model_copy).load()
 
 
@@ -61,7 +60,7 @@ def test_a_manifest_that_does_not_hold_is_refused_in_one_line(model_copy, change
     meta = json.loads((model_copy / "model.json").read_text())
     change(meta)
     (model_copy / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelLoadError, match=message) as err:
+    with pytest.raises(ArtifactError, match=message) as err:
         ModelRuntime(model_copy).load()
     assert "\n" not in str(err.value)
 
@@ -72,7 +71,7 @@ def test_a_graph_of_another_size_than_its_manifest_is_refused(model_copy):
     meta = json.loads((model_copy / "model.json").read_text())
     meta["input"].update(shape=[-1, 1, 32, 32], layout={**meta["input"]["layout"], "side": 32})
     (model_copy / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelLoadError, match="graph input"):
+    with pytest.raises(ArtifactError, match="graph input"):
         ModelRuntime(model_copy).load()
 
 
@@ -83,7 +82,7 @@ def test_contract_breaking_graph_is_refused(model_copy):
     meta = json.loads((model_copy / "model.json").read_text())
     meta["onnx_sha256"] = sha256_file(model_copy / "model.onnx")
     (model_copy / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelLoadError, match="lacks the manifest's output 'score'"):
+    with pytest.raises(ArtifactError, match="lacks the manifest's output 'score'"):
         ModelRuntime(model_copy).load()
 
 
@@ -114,5 +113,5 @@ def test_unreadable_model_is_a_load_error(model_copy):
         (model_copy / "model.json").symlink_to("/proc/self/mem")
     else:
         (model_copy / "model.json").chmod(0)
-    with pytest.raises(ModelLoadError, match="cannot read"):
+    with pytest.raises(ArtifactError, match="cannot read"):
         ModelRuntime(model_copy).load()
