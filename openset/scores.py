@@ -300,6 +300,6 @@ def build_detectors(cfg: ScoreConfig, seed: int, names: list[str] | None = None)
 
 
 def fit_scores(cfg: ScoreConfig, seed: int, features: Features, labels: np.ndarray,
-                  names: list[str] | None = None) -> dict[str, Detector]:
+               names: list[str] | None = None) -> dict[str, Detector]:
     """:func:`build_detectors`, each fitted on the known training digits' features."""
     return {name: det.fit_features(features, labels) for name, det in build_detectors(cfg, seed, names).items()}

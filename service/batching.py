@@ -4,8 +4,8 @@ A request's images join a queue and the request waits for its own rows of the ou
 model on everything queued (up to ``max_images``) in a thread, so the event loop goes on reading requests
 meanwhile; those that arrive during a call are the next call's batch. Nothing waits for company unless
 ``wait_ms`` asks a batch to stay open that long for more, and the runtime runs a request that is alone in the
-server inline, without the thread hop (``ModelRuntime.outputs``). Under load the
-calls grow by themselves, and the model's cost per image falls (one pass over the kNN bank for the batch).
+server inline, without the thread hop (``ModelRuntime.outputs``). Under load the calls grow by themselves, and
+the model's cost per image falls (one pass over the kNN bank for the batch).
 """
 
 from __future__ import annotations

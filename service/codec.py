@@ -31,6 +31,7 @@ class JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
 
+
 # The Open Inference Protocol's numeric datatypes, as little-endian numpy types: any of them is cast.
 DATATYPES: dict[str, np.dtype] = {name: np.dtype(code) for name, code in {
     "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
@@ -52,7 +53,7 @@ def numbers(values) -> np.ndarray | None:
     if not isinstance(values, list):
         return None
     flat = values
-    if any(isinstance(value, list) for value in values[:1]):  # nested: numpy lays it out (ragged is refused)
+    if values and isinstance(values[0], list):  # nested: numpy lays it out (ragged is refused)
         try:
             flat = np.asarray(values, dtype=object).ravel().tolist()
         except ValueError:  # ragged in a way numpy refuses even as objects

@@ -31,7 +31,8 @@ class Metrics:
         self.predictions = Counter("openset_predictions_total",
                                    "Decisions by label; the share of 'other' is the drift signal",
                                    ["label"], registry=self.registry)
-        self.batch_size = Histogram("openset_batch_size", "Images per model call",
+        self.batch_size = Histogram("openset_batch_size", "Images per request (concurrent requests may share "
+                                    "a model call: adaptive batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
         # With several workers: 1 while any worker serves that model ("max" over the workers).
         self.model_info = Gauge("openset_model_info", "The served model (value 1)",

@@ -93,3 +93,23 @@ def test_a_failing_call_fails_its_requests_only():
     assert all(isinstance(result, RuntimeError) for result in first)
     assert [len(out["x"]) for out in second] == [2, 2]
     np.testing.assert_allclose(second[1]["x"], images(2, 1).sum(axis=(1, 2, 3)), rtol=1e-6)
+
+
+def test_a_batch_waits_for_company_only_when_asked():
+    """With ``wait_ms`` a call stays open that long, so requests that come one after another share it; without,
+    the first runs at once."""
+    def run(batch: np.ndarray) -> dict:
+        return {"x": batch.sum(axis=(1, 2, 3))}
+
+    async def two_in_a_row(wait_ms: float) -> int:
+        batcher = Batcher(run, max_images=8, wait_ms=wait_ms)
+
+        async def second():
+            await asyncio.sleep(0.005)
+            return await batcher(images(1, 1))
+
+        await asyncio.gather(batcher(images(1, 0)), second())
+        return batcher.calls
+
+    assert asyncio.run(two_in_a_row(wait_ms=100)) == 1
+    assert asyncio.run(two_in_a_row(wait_ms=0)) == 2
