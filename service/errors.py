@@ -33,20 +33,23 @@ def validation_message(errors: list[dict], prefix: str = "invalid request") -> s
     return f"{prefix}: {problems(errors)}"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def _service(request: Request, err: ServiceError) -> JSONResponse:
+def error_for(err: Exception, request: Request) -> JSONResponse:
+    """The answer to an error raised while answering ``request``: the one mapping from errors to statuses, used
+    by FastAPI's exception handlers and by the gateway's direct routes (``service.direct``) alike."""
+    if isinstance(err, ServiceError):
         return error_response(str(err), err.status, err.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    if isinstance(err, StarletteHTTPException):
         return error_response(str(err.detail), err.status_code, err.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+    if isinstance(err, RequestValidationError):
         return error_response(validation_message(err.errors()), 422)
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=err)
+    return error_response("internal error", 500)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response("internal error", 500)
+
+def install_error_handlers(app: FastAPI) -> None:
+    for kind in (ServiceError, StarletteHTTPException, RequestValidationError, Exception):
+        app.add_exception_handler(kind, _handler)
+
+
+async def _handler(request: Request, err: Exception) -> JSONResponse:
+    return error_for(err, request)

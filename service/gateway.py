@@ -3,9 +3,9 @@
 Per request it pins the served model (``service.lifecycle``: a hot reload never changes the model under a request
 that is being answered) and counts the request in that model's requests in flight (the batcher's signal);
 refuses a body over the limit (413, at once from Content-Length, else while it streams) or a body chunk slower
-than the deadline (408); and times, counts and logs the request under its id. Every response carries
-``X-Request-ID`` and ``X-Model-Version``. One layer, not a stack of three: each layer of a middleware stack costs
-a pass of its own on every request (measured in docs/performance.md).
+than the deadline (408); calls the busy routes itself (``service.direct``); and times, counts and logs the
+request under its id. Every response carries ``X-Request-ID`` and ``X-Model-Version``. One layer, not a stack of
+three: each layer of a middleware stack costs a pass of its own on every request (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import time
 
+from service.direct import DirectRoutes
 from service.errors import ServiceError, error_response
 from service.observability import Metrics, access_log
 
@@ -36,8 +37,10 @@ def model_version(runtime) -> str:
 
 
 class Gateway:
-    def __init__(self, app, metrics: Metrics, max_bytes: int, timeout: float = 30.0) -> None:
+    def __init__(self, app, metrics: Metrics, max_bytes: int, timeout: float = 30.0,
+                 direct: DirectRoutes | None = None) -> None:
         self.app = app
+        self.direct = direct
         self.metrics = metrics
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -70,6 +73,8 @@ class Gateway:
             elif length is not None and int(length) > self.max_bytes:
                 await error_response(f"request body exceeds {self.max_bytes} bytes", 413, CLOSE)(
                     scope, receive, send_with_headers)
+            elif self.direct is not None and (found := self.direct.match(scope)):
+                await self.direct(*found, scope, self._limited(receive), send_with_headers)
             else:
                 await self.app(scope, self._limited(receive), send_with_headers)
         finally:

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 import openset
 from openset.artifacts import ArtifactError
+from service.direct import DirectRoutes
 from service.errors import install_error_handlers
 from service.gateway import Gateway, model_version
 from service.guards import api_key_dependency
@@ -71,17 +72,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = ModelRuntime(settings.model_dir)  # not ready until the lifespan loads it
     app.state.reload_lock = asyncio.Lock()
     secured = [Depends(api_key_dependency(settings.api_key.get_secret_value()))] if settings.api_key else []
-    app.include_router(predict.router, dependencies=secured)
-    app.include_router(v2.models, dependencies=secured)
-    app.include_router(v2.health)
-    app.include_router(ops.router)
+    routers = [(predict.router, secured), (v2.models, secured), (v2.health, []), (ops.router, [])]
+    for router, dependencies in routers:
+        app.include_router(router, dependencies=dependencies)
     if settings.admin_key:
         admin_key = settings.admin_key.get_secret_value()
         app.include_router(admin.router, dependencies=[Depends(api_key_dependency(admin_key))])
     install_error_handlers(app)
     # One layer in front of the routes (service.gateway); CORS, when open, before it, so that its headers reach
     # even the gateway's own 413s.
-    app.add_middleware(Gateway, metrics=metrics, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(Gateway, metrics=metrics, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
+                       direct=DirectRoutes(routers) if settings.direct_routes else None)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"])

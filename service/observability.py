@@ -63,7 +63,10 @@ class Metrics:
     def observe_predictions(self, labels: list[str]) -> None:
         self.batch_size.observe(len(labels))
         for label, count in collections.Counter(labels).items():
-            self.predictions.labels(label).inc(count)
+            child = self._children.get(label)
+            if child is None:
+                child = self._children[label] = self.predictions.labels(label)
+            child.inc(count)
 
 
 class JsonFormatter(logging.Formatter):

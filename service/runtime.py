@@ -94,17 +94,13 @@ class ModelRuntime:
 
     def decisions(self, out: dict[str, np.ndarray]) -> list[Prediction]:
         """The decision and the scores of every image, from the graph's outputs."""
-        labels = self.labels(out["probs"], out[self.manifest.decision.output])
-        classes, unknown, threshold = self.manifest.classes, self.manifest.unknown_label, self.manifest.threshold
+        manifest = self.manifest
+        labels = self.labels(out["probs"], out[manifest.decision.output])
+        classes, unknown, threshold = manifest.classes, manifest.unknown_label, manifest.threshold
+        scores = (out[name].tolist() for name in ("probs", "known_prob", "distance", "score"))
+        columns = zip(labels, *scores, strict=True)
         return [
-            Prediction(
-                label=label,
-                known=label != unknown,
-                probs={c: float(p) for c, p in zip(classes, out["probs"][i], strict=True)},
-                known_prob=float(out["known_prob"][i]),
-                distance=float(out["distance"][i]),
-                score=float(out["score"][i]),
-                threshold=threshold,
-            )
-            for i, label in enumerate(labels)
+            Prediction(label=label, known=label != unknown, probs=dict(zip(classes, probs, strict=True)),
+                       known_prob=known_prob, distance=distance, score=score, threshold=threshold)
+            for label, probs, known_prob, distance, score in columns
         ]

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # up to this many images (0 or 1: off, each request runs alone); a batch waits up to batch_wait_ms for more.
     batch_images: int = Field(64, ge=0, le=1024)
     batch_wait_ms: float = Field(0.0, ge=0, le=100)
+    # The inference routes called by the gateway itself (service/direct.py); false: through FastAPI's handler.
+    direct_routes: bool = True
 
     @field_validator("cors_origins", mode="before")
     @classmethod

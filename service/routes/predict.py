@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -11,7 +12,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from openset.manifest import Layout
-from service.codec import JSON
+from service.codec import JSON, has_booleans, numbers, pixels
+from service.direct import direct
 from service.errors import ServiceError, validation_message
 from service.guards import ready_runtime
 from service.preprocess import MEDIA_TYPES, decode, from_array, mnist_like
@@ -65,6 +67,33 @@ async def _uploaded_blobs(request: Request, many: bool, max_batch: int) -> list[
 
 
 def _arrays(body: bytes, many: bool, side: int) -> list[np.ndarray]:
+    """The images of a JSON body: read at once when the body is plainly well formed, else as the schema says."""
+    return plain_arrays(body, many, side) or schema_arrays(body, many, side)
+
+
+def plain_arrays(body: bytes, many: bool, side: int) -> list[np.ndarray] | None:
+    """The images of a body that is plainly well formed — its one key, numbers and nothing else: no other string,
+    no ``true`` or ``false`` — read by numpy at once (a third of what the schema costs); None for any other body."""
+    key = "images" if many else "image"
+    if body.count(b'"') != 2 or has_booleans(body):
+        return None
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not (isinstance(payload, dict) and list(payload) == [key]):
+        return None
+    array = numbers(payload[key] if many else [payload[key]], booleans=False)
+    if array is None or array.ndim != 3 or not len(array) or array.shape[1:] != (side, side):
+        return None
+    try:
+        return [pixels(image, "either") for image in array]
+    except ServiceError:  # (the schema names the value)
+        return None
+
+
+def schema_arrays(body: bytes, many: bool, side: int) -> list[np.ndarray]:
+    """The images of a JSON body as the strict schema reads it, or a 422 that says what is wrong."""
     # The schema has made every value a JSON number already (strict), so numpy may take the lists as they are.
     one, batch = array_models(side)
     try:
@@ -123,6 +152,7 @@ def _model_ref(runtime: ModelRuntime) -> dict:
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS,
              openapi_extra=_request_body(many=False),
              summary="Classify one image: a known digit or the unknown label")
+@direct
 async def predict(request: Request) -> JSONResponse:
     runtime, [prediction] = await _answer(request, many=False)
     return JSON({**_decision(prediction), "model": _model_ref(runtime)})
@@ -131,6 +161,7 @@ async def predict(request: Request) -> JSONResponse:
 @router.post("/predict/batch", response_model=BatchResponse, responses=ERRORS,
              openapi_extra=_request_body(many=True),
              summary="Classify several images in one model call, answered in order")
+@direct
 async def predict_batch(request: Request) -> JSONResponse:
     runtime, predictions = await _answer(request, many=True)
     return JSON({"predictions": [_decision(p) for p in predictions], "model": _model_ref(runtime)})

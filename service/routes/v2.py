@@ -12,7 +12,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 import openset
-from service.codec import HEADER_LENGTH, decode_body, encode_response, parse_request, read_input, requested_outputs
+from service.codec import (
+    HEADER_LENGTH,
+    decode_body,
+    encode_response,
+    has_booleans,
+    parse_request,
+    read_input,
+    requested_outputs,
+)
+from service.direct import direct
 from service.errors import ServiceError
 from service.guards import ready_runtime
 from service.runtime import ModelRuntime
@@ -60,7 +69,7 @@ async def _infer(request: Request, runtime: ModelRuntime) -> Response:
                        settings.max_body_bytes)
     payload, binary = parse_request(body, request.headers.get(HEADER_LENGTH))
     wanted = requested_outputs(payload, [*manifest.output_names, LABEL])  # malformed is a 400 before any 413
-    images = read_input(payload, binary, settings.max_batch, manifest.input)
+    images = read_input(payload, binary, settings.max_batch, manifest.input, has_booleans(body))
     values: dict[str, Any] = dict(await runtime.outputs(images))
     values[LABEL] = runtime.labels(values["probs"], values[manifest.decision.output])
     request.app.state.metrics.observe_predictions(values[LABEL])
@@ -88,12 +97,14 @@ INFER_RESPONSES = {
 # Inference first: routes are matched in the order they are declared, and these are the busy ones.
 @models.post("/{name}/infer", summary="Inference (JSON or binary tensors)", openapi_extra=INFER_DOC,
              response_class=JSONResponse, response_model=InferResponse, responses=INFER_RESPONSES)
+@direct
 async def infer(request: Request, name: str) -> Response:
     return await _infer(request, served(request, name))
 
 
 @models.post("/{name}/versions/{version}/infer", summary="Inference (one version)", openapi_extra=INFER_DOC,
              response_class=JSONResponse, response_model=InferResponse, responses=INFER_RESPONSES)
+@direct
 async def infer_version(request: Request, name: str, version: str) -> Response:
     return await _infer(request, served(request, name, version))
 
