@@ -3,9 +3,10 @@
     .venv/bin/python -m benchmarks.request_cost [--requests 3000] [--profile v2]
 
 Builds openset's app (the shipped model, logs at warning) and the bare endpoint (benchmarks/minimal_app.py) and
-calls each with the same bodies as benchmarks/serve_bench.py, one request at a time, on one core; prints the
-median microseconds per request and, beside it, the model call alone (ONNX Runtime, batch 1). The difference is
-what openset's layers cost (routing, guards, validation, decoding, encoding, metrics). ``--profile CASE`` adds
+calls each with the same bodies as benchmarks/serve_bench.py, one request at a time, on one core, the cases
+taking turns in rounds of 100 requests. Prints the median over the rounds of the microseconds per request, and
+of the part of them spent outside ONNX Runtime's ``run`` (timed on every call): what the server's own layers
+cost (routing, guards, validation, decoding, encoding, metrics), free of the model call's noise. ``--profile CASE`` adds
 cProfile's 25 most expensive functions for that case (``v1``, ``v2`` or ``binary``).
 """
 
@@ -54,16 +55,34 @@ async def call(app, path: str, body: bytes, headers: dict[str, str]) -> int:
     return status[0]
 
 
-async def median_us(app, case: tuple, requests: int) -> float:
-    for _ in range(200):  # warm-up, and a check that the case is answered
-        if (status := await call(app, *case)) != 200:
-            raise SystemExit(f"{case[0]} answered {status}")
-    times = []
+class ModelClock:
+    """Time spent inside ``onnxruntime.InferenceSession.run``, whichever session calls it: subtracted from a
+    request's time, it leaves what the server's own layers cost, without the model call's noise (its time varies
+    with the memory traffic of whatever else runs on the machine)."""
+
+    def __init__(self) -> None:
+        import onnxruntime as ort
+
+        self.seconds = 0.0
+        run = ort.InferenceSession.run
+
+        def timed(session, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return run(session, *args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        ort.InferenceSession.run = timed
+
+
+async def per_request(app, case: tuple, requests: int, clock: ModelClock) -> tuple[float, float]:
+    """(µs per request, of which µs outside the model call) over ``requests`` requests."""
+    model_before, start = clock.seconds, time.perf_counter()
     for _ in range(requests):
-        start = time.perf_counter()
         await call(app, *case)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    total, model = time.perf_counter() - start, clock.seconds - model_before
+    return total / requests * 1e6, (total - model) / requests * 1e6
 
 
 def cases(model_name: str) -> dict[str, tuple[str, bytes, dict[str, str]]]:
@@ -84,34 +103,36 @@ def cases(model_name: str) -> dict[str, tuple[str, bytes, dict[str, str]]]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--requests", type=int, default=3000, help="per case, in rounds of 100, the cases taking turns")
     parser.add_argument("--profile", choices=["v1", "v2", "binary"], default=None)
     args = parser.parse_args()
     os.environ.setdefault("OPENSET_MODEL_DIR", str(MODEL))
     sys.path.insert(0, str(REPO / "benchmarks"))
+    clock = ModelClock()
     from minimal_app import app as bare  # (reads OPENSET_MODEL_DIR)
-    from minimal_app import session
 
     from service.main import create_app
     from service.settings import Settings
 
     app = create_app(Settings(model_dir=os.environ["OPENSET_MODEL_DIR"], log_level="warning"))
-    image = np.zeros((1, 1, 28, 28), np.float32)
-    session.run(None, {"image": image})
-    start = time.perf_counter()
-    for _ in range(args.requests):
-        session.run(None, {"image": image})
-    model_us = (time.perf_counter() - start) / args.requests * 1e6
     async with app.router.lifespan_context(app):
         found = cases(app.state.runtime.name)
-        rows = {"bare": await median_us(bare, found["bare"], args.requests)}
-        rows.update({name: await median_us(app, found[name], args.requests) for name in ("v1", "v2", "binary")})
-        print(f"| case | µs per request | of which outside the model call (model alone: {model_us:.0f} µs) |")
+        apps = {"bare": bare, "v1": app, "v2": app, "binary": app}
+        for name, target in apps.items():  # warm-up, and a check that the case is answered
+            for _ in range(100):
+                if (status := await call(target, *found[name])) != 200:
+                    raise SystemExit(f"{name} answered {status}")
+        rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in apps}
+        for _ in range(max(1, args.requests // 100)):
+            for name, target in apps.items():
+                rounds[name].append(await per_request(target, found[name], 100, clock))
+        print("| case | µs per request (median of rounds) | of which outside the model call |")
         print("|---|---|---|")
         names = {"bare": "bare endpoint, JSON", "v1": "openset v1 raw JSON", "v2": "openset v2 JSON",
                  "binary": "openset v2 binary"}
-        for name, us in rows.items():
-            print(f"| {names[name]} | {us:.0f} | {us - model_us:.0f} |")
+        for name, measured in rounds.items():
+            whole, outside = (statistics.median(column) for column in zip(*measured, strict=True))
+            print(f"| {names[name]} | {whole:.0f} | {outside:.0f} |")
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()

@@ -30,4 +30,4 @@ def threshold_at_tpr(known_scores: np.ndarray, target_tpr: float = 0.95) -> floa
 
 def decide(probs: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:
     """Class index per sample, or :data:`UNKNOWN` where ``score < threshold``."""
-    return np.where(np.asarray(score) >= threshold, np.argmax(probs, axis=1), UNKNOWN)
+    return np.where(np.asarray(score) >= threshold, np.asarray(probs).argmax(axis=1), UNKNOWN)

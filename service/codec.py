@@ -48,8 +48,9 @@ SCALES = {
 
 
 def numbers(values, booleans: bool = True) -> np.ndarray | None:
-    """A (nested) list of JSON numbers as a float64 array, or None: booleans, strings, null, objects and
-    ragged nesting are not numbers, even one among many (numpy alone would read ``[0.5, true]`` as 1.0).
+    """A (nested) list of JSON numbers as an array (int64 when they are all integers numpy can hold, else float64),
+    or None: booleans, strings, null, objects and ragged nesting are not numbers, even one among many (numpy alone
+    would read ``[0.5, true]`` as 1.0).
 
     ``booleans=False`` says that the body the values came from has no ``true`` or ``false`` in it
     (:func:`has_booleans`): then numpy's own reading of the list is enough when it finds numbers, without a look
@@ -61,8 +62,8 @@ def numbers(values, booleans: bool = True) -> np.ndarray | None:
             array = np.asarray(values)
         except (ValueError, OverflowError):  # ragged, or an integer beyond numpy's: the look below says
             array = None
-        if array is not None and array.dtype.kind in "iuf":
-            return array.astype(np.float64, copy=False)
+        if array is not None and array.dtype.kind in "if":
+            return array
     flat = values
     if values and isinstance(values[0], list):  # nested: numpy lays it out (ragged is refused)
         try:
@@ -72,7 +73,8 @@ def numbers(values, booleans: bool = True) -> np.ndarray | None:
     if not set(map(type, flat)) <= NUMBER_TYPES:  # (a ragged list leaves lists here)
         return None
     try:
-        return np.array(values, dtype=np.float64)
+        array = np.asarray(values)
+        return array if array.dtype.kind in "if" else np.array(values, dtype=np.float64)  # (beyond int64)
     except OverflowError:  # an integer beyond float64
         return None
 

@@ -62,7 +62,7 @@ class Metrics:
 
     def observe_predictions(self, labels: list[str]) -> None:
         self.batch_size.observe(len(labels))
-        for label, count in collections.Counter(labels).items():
+        for label, count in (collections.Counter(labels) if len(labels) > 1 else dict.fromkeys(labels, 1)).items():
             child = self._children.get(label)
             if child is None:
                 child = self._children[label] = self.predictions.labels(label)
