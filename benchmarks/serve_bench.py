@@ -1,10 +1,10 @@
 """Benchmark: openset's service beside the Python model servers, on the same ONNX model and the same payloads.
 
     make peers        # once (else the script creates them): the peers' venvs under .peers/
-    .venv/bin/python benchmarks/serve_bench.py [--seconds 6] [--model models/mnist-0to4]
+    .venv/bin/python benchmarks/serve_bench.py [--seconds 6] [--model models/mnist-0to4] [--connections 1,16,64]
                                                [--peers bare,kserve,bentoml,litserve | --no-peers]
 
-Prints one Markdown table: requests/s and latency p50/p99 under wrk (`-t1 -c1` and `-t1 -c16`) for
+Prints one Markdown table: requests/s and latency p50/p99 under wrk (`-t1 -c1`, `-c16` and `-c64`) for
 - openset (`openset-serve`): v1 raw (POST /v1/predict {"image": 28x28 ints}), v1 PNG (the 112x112 PNG),
   v2 JSON (784 UINT8 in `data`, shape [1, 1, 28, 28]), v2 binary (Triton's binary tensor extension), and
   POST /v1/predict/batch with 64 images;
@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 PEERS_DIR = REPO / ".peers"
 BIN = Path(sys.executable).parent
-CONNECTIONS = (1, 16)
+CONNECTIONS = (1, 16, 64)  # wrk's -c for each case (--connections)
 RATIOS = ("openset v2 JSON", "openset v1 raw")  # openset's throughput in these cases over each peer's
 
 
@@ -263,7 +263,8 @@ def ask_once(base: str, case: Case) -> None:
         raise Unavailable(f"{case.path} answered {error} {detail}".strip()) from error
 
 
-def measure(name: str, server_cases: list[Case], model: Path, seconds: float, work: Path) -> dict:
+def measure(name: str, server_cases: list[Case], model: Path, seconds: float, work: Path,
+            connections: tuple[int, ...] = CONNECTIONS) -> dict:
     """Start one server, run its cases at each connection count, stop it: {case name: {connections: row}}."""
     server, port = SERVERS[name], free_port()
     if server.venv:
@@ -284,10 +285,10 @@ def measure(name: str, server_cases: list[Case], model: Path, seconds: float, wo
                 results[case.name] = f"not available: {error}"
                 continue
             if not warm:  # one second of load before the first measurement
-                run_wrk(base + case.path, case.body, case.ctype, max(CONNECTIONS), 1, work, case.headers)
+                run_wrk(base + case.path, case.body, case.ctype, max(connections), 1, work, case.headers)
                 warm = True
             results[case.name] = {c: run_wrk(base + case.path, case.body, case.ctype, c, seconds, work, case.headers)
-                                  for c in CONNECTIONS}
+                                  for c in connections}
     finally:
         stop(process)
     return results
@@ -296,9 +297,9 @@ def measure(name: str, server_cases: list[Case], model: Path, seconds: float, wo
 # --- the table ---------------------------------------------------------------------------------------------
 
 
-def cells(result: dict, images: int) -> list[str]:
+def cells(result: dict, images: int, connections: tuple[int, ...]) -> list[str]:
     out = []
-    for c in CONNECTIONS:
+    for c in connections:
         row = result.get(c)
         if row is None:
             out += ["", "", ""]
@@ -308,25 +309,25 @@ def cells(result: dict, images: int) -> list[str]:
     return out + [str(sum(row["errors"] for row in result.values()))]
 
 
-def ratios(results: dict, case: Case) -> list[str]:
+def ratios(results: dict, case: Case, connections: tuple[int, ...]) -> list[str]:
     if case.server == "openset":
-        return [""] * len(RATIOS) * len(CONNECTIONS)
+        return [""] * len(RATIOS) * len(connections)
     out = []
     for reference in RATIOS:
-        for c in CONNECTIONS:
+        for c in connections:
             ours, theirs = results.get(reference), results[case.name]
             out.append(f"{ours[c]['rps'] / theirs[c]['rps']:.2f}" if isinstance(ours, dict) else "")
     return out
 
 
-def table(results: dict, all_cases: list[Case], floor: dict) -> str:
-    header = ["case", *(f"c={c} {what}" for c in CONNECTIONS for what in ("req/s", "p50 ms", "p99 ms")), "errors",
-              *(f"{reference} / this, c={c}" for reference in RATIOS for c in CONNECTIONS)]
+def table(results: dict, all_cases: list[Case], floor: dict, connections: tuple[int, ...]) -> str:
+    header = ["case", *(f"c={c} {what}" for c in connections for what in ("req/s", "p50 ms", "p99 ms")), "errors",
+              *(f"{reference} / this, c={c}" for reference in RATIOS for c in connections)]
     width = len(header)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * width]
     for batch, row in floor.items():
-        lines.append("| " + " | ".join([f"onnxruntime in process, batch {batch} (one caller)",
-                                        *cells({1: row}, batch)] + [""] * (width - 8)) + " |")
+        row_cells = [f"onnxruntime in process, batch {batch} (one caller)", *cells({1: row}, batch, connections)]
+        lines.append("| " + " | ".join(row_cells + [""] * (width - len(row_cells))) + " |")
     for case in all_cases:
         result = results.get(case.name)
         if result is None:
@@ -334,14 +335,17 @@ def table(results: dict, all_cases: list[Case], floor: dict) -> str:
         if isinstance(result, str):
             lines.append("| " + " | ".join([case.name, result] + [""] * (width - 2)) + " |")
         else:
-            lines.append("| " + " | ".join([case.name, *cells(result, case.images), *ratios(results, case)]) + " |")
+            lines.append("| " + " | ".join([case.name, *cells(result, case.images, connections),
+                                            *ratios(results, case, connections)]) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "models" / "mnist-0to4")
-    parser.add_argument("--seconds", type=float, default=6.0, help="per wrk run (and the in-process floor)")
+    parser.add_argument("--seconds", type=int, default=6, help="per wrk run (and the in-process floor)")
+    parser.add_argument("--connections", default=",".join(map(str, CONNECTIONS)),
+                        help="wrk's connection counts, comma-separated")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"a comma-separated subset of {','.join(PEERS)}")
     parser.add_argument("--no-peers", action="store_true", help="openset and the in-process floor only")
     args = parser.parse_args()
@@ -350,6 +354,7 @@ def main() -> None:
         parser.error(f"unknown peers {sorted(unknown)}; known: {PEERS}")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
+    connections = tuple(int(c) for c in args.connections.split(","))
     model = args.model.resolve()
     model_name = json.loads((model / "model.json").read_text())["name"]
 
@@ -361,10 +366,10 @@ def main() -> None:
             server_cases = [case for case in all_cases if case.server == name]
             print(f"measuring {name}", file=sys.stderr)
             try:
-                results.update(measure(name, server_cases, model, args.seconds, Path(tmp)))
+                results.update(measure(name, server_cases, model, args.seconds, Path(tmp), connections))
             except Unavailable as error:
                 results.update({case.name: f"not available: {error}" for case in server_cases})
-    print(table(results, all_cases, floor))
+    print(table(results, all_cases, floor, connections))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class Metrics:
                                 ["name", "version", "sha256", "threshold"], registry=self.registry,
                                 multiprocess_mode="max")
         self._children: dict[tuple, tuple] = {}
+        self._by_label: dict[str, object] = {}
         self.reloads = Counter("openset_model_reloads_total", "Hot reloads by result (ok, refused)",
                                ["result"], registry=self.registry)
 
@@ -62,10 +63,10 @@ class Metrics:
 
     def observe_predictions(self, labels: list[str]) -> None:
         self.batch_size.observe(len(labels))
-        for label, count in (collections.Counter(labels) if len(labels) > 1 else dict.fromkeys(labels, 1)).items():
-            child = self._children.get(label)
-            if child is None:
-                child = self._children[label] = self.predictions.labels(label)
+        for label, count in collections.Counter(labels).items():
+            child = self._by_label.get(label)
+            if child is None:  # (labels are the model's classes and the unknown label: a bounded set)
+                child = self._by_label[label] = self.predictions.labels(label)
             child.inc(count)
 
 
