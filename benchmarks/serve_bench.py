@@ -1,10 +1,11 @@
 """Benchmark: openset's service beside the Python model servers, on the same ONNX model and the same payloads.
 
     make peers        # once (else the script creates them): the peers' venvs under .peers/
-    .venv/bin/python benchmarks/serve_bench.py [--seconds 6] [--model models/mnist-0to4] [--connections 1,16,64]
+    .venv/bin/python benchmarks/serve_bench.py [--seconds 2] [--rounds 3] [--connections 1,16,64]
+                                               [--model models/mnist-0to4]
                                                [--peers bare,kserve,bentoml,litserve | --no-peers]
 
-Prints one Markdown table: requests/s and latency p50/p99 under wrk (`-t1 -c1`, `-c16` and `-c64`) for
+Prints one Markdown table: requests/s and latency p50/p99 under wrk (`-t1`, 1, 16 and 64 connections) for
 - openset (`openset-serve`): v1 raw (POST /v1/predict {"image": 28x28 ints}), v1 PNG (the 112x112 PNG),
   v2 JSON (784 UINT8 in `data`, shape [1, 1, 28, 28]), v2 binary (Triton's binary tensor extension), and
   POST /v1/predict/batch with 64 images;
@@ -13,15 +14,18 @@ Prints one Markdown table: requests/s and latency p50/p99 under wrk (`-t1 -c1`, 
   KServe takes UINT8 too), BentoML and LitServe (openset's v1 raw body); their servers are in benchmarks/peers/;
 - ONNX Runtime in process (batch 1 and 256, one caller), as the floor under them all;
 and on each peer's row the ratio of openset's v2 JSON and v1 raw throughput to the peer's, at each connection
-count. Each server runs alone, one worker, logs at warning or off, on 127.0.0.1 at a free port; each peer in
-its own venv (.peers/<name>, from benchmarks/peers/<name>.txt), so the project's dependencies stay clean. A
-peer that cannot be installed or started, or that rejects its request, gets "not available: <reason>" rows.
-wrk (Debian package) shares the 2 cores with the server under test.
+count. Every server is started at once, one worker each, logs at warning or off, on 127.0.0.1 at a free port;
+then, round after round, each case runs at each connection count in turn (an idle server costs nothing), so that
+the machine's drift over the run falls on all of them alike. A figure is the median of its rounds, a ratio the
+median of the rounds' ratios. Each peer runs in its own venv (.peers/<name>, from benchmarks/peers/<name>.txt),
+so the project's dependencies stay clean; one that cannot be installed or started, or that rejects its request,
+gets "not available: <reason>" rows. wrk (Debian package) shares the 2 cores with the server under test.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -29,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,9 +268,9 @@ def ask_once(base: str, case: Case) -> None:
         raise Unavailable(f"{case.path} answered {error} {detail}".strip()) from error
 
 
-def measure(name: str, server_cases: list[Case], model: Path, seconds: float, work: Path,
-            connections: tuple[int, ...] = CONNECTIONS) -> dict:
-    """Start one server, run its cases at each connection count, stop it: {case name: {connections: row}}."""
+@contextlib.contextmanager
+def serving(name: str, model: Path, work: Path):
+    """One server, up until the block ends: yields its base URL (Unavailable if it cannot be made or started)."""
     server, port = SERVERS[name], free_port()
     if server.venv:
         ensure_venv(server.venv)
@@ -275,22 +280,43 @@ def measure(name: str, server_cases: list[Case], model: Path, seconds: float, wo
                         log=work / f"{name}.log", timeout=90)
     except RuntimeError as error:
         raise Unavailable(str(error)) from error
-    results: dict = {}
     try:
-        warm = False
-        for case in server_cases:
+        yield base
+    finally:
+        stop(process)
+
+
+def measure(servers: list[str], all_cases: list[Case], model: Path, seconds: int, rounds: int, work: Path,
+            connections: tuple[int, ...] = CONNECTIONS) -> dict:
+    """Every server up at once (idle ones cost nothing), then ``rounds`` rounds in which each case runs at each
+    connection count in turn, so that the machine's drift over the run falls on every server alike:
+    {case name: {connections: [row per round]}}, or {case name: "not available: ..."}."""
+    results: dict = {}
+    with contextlib.ExitStack() as stack:
+        bases = {}
+        for name in servers:
+            print(f"starting {name}", file=sys.stderr)
             try:
-                ask_once(base, case)
+                bases[name] = stack.enter_context(serving(name, model, work))
+            except Unavailable as error:
+                results.update({case.name: f"not available: {error}" for case in all_cases if case.server == name})
+        live = []
+        for case in (case for case in all_cases if case.server in bases):
+            try:
+                ask_once(bases[case.server], case)
             except Unavailable as error:
                 results[case.name] = f"not available: {error}"
                 continue
-            if not warm:  # one second of load before the first measurement
-                run_wrk(base + case.path, case.body, case.ctype, max(connections), 1, work, case.headers)
-                warm = True
-            results[case.name] = {c: run_wrk(base + case.path, case.body, case.ctype, c, seconds, work, case.headers)
-                                  for c in connections}
-    finally:
-        stop(process)
+            live.append(case)
+            results[case.name] = {c: [] for c in connections}
+            # one second of load before the first measurement
+            run_wrk(bases[case.server] + case.path, case.body, case.ctype, max(connections), 1, work, case.headers)
+        for turn in range(rounds):
+            print(f"round {turn + 1} of {rounds}", file=sys.stderr)
+            for case in live:
+                for c in connections:
+                    results[case.name][c].append(run_wrk(bases[case.server] + case.path, case.body, case.ctype, c,
+                                                         seconds, work, case.headers))
     return results
 
 
@@ -298,25 +324,28 @@ def measure(name: str, server_cases: list[Case], model: Path, seconds: float, wo
 
 
 def cells(result: dict, images: int, connections: tuple[int, ...]) -> list[str]:
+    """Requests/s, p50 and p99 at each connection count (the median of the rounds), and the errors of them all."""
     out = []
     for c in connections:
-        row = result.get(c)
-        if row is None:
+        rows = result.get(c)
+        if not rows:
             out += ["", "", ""]
             continue
-        rps = f"{row['rps']:.0f}" + (f" ({row['rps'] * images:.0f} images/s)" if images > 1 else "")
-        out += [rps, f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"]
-    return out + [str(sum(row["errors"] for row in result.values()))]
+        rps, p50, p99 = (statistics.median(row[key] for row in rows) for key in ("rps", "p50_ms", "p99_ms"))
+        out += [f"{rps:.0f}" + (f" ({rps * images:.0f} images/s)" if images > 1 else ""), f"{p50:.2f}", f"{p99:.2f}"]
+    return out + [str(sum(row["errors"] for rows in result.values() for row in rows))]
 
 
 def ratios(results: dict, case: Case, connections: tuple[int, ...]) -> list[str]:
+    """openset's throughput over this peer's, the median of the rounds' ratios (each round measured both)."""
     if case.server == "openset":
         return [""] * len(RATIOS) * len(connections)
     out = []
     for reference in RATIOS:
         for c in connections:
             ours, theirs = results.get(reference), results[case.name]
-            out.append(f"{ours[c]['rps'] / theirs[c]['rps']:.2f}" if isinstance(ours, dict) else "")
+            out.append(f"{statistics.median(o['rps'] / t['rps'] for o, t in zip(ours[c], theirs[c], strict=True)):.2f}"
+                       if isinstance(ours, dict) else "")
     return out
 
 
@@ -326,7 +355,7 @@ def table(results: dict, all_cases: list[Case], floor: dict, connections: tuple[
     width = len(header)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * width]
     for batch, row in floor.items():
-        row_cells = [f"onnxruntime in process, batch {batch} (one caller)", *cells({1: row}, batch, connections)]
+        row_cells = [f"onnxruntime in process, batch {batch} (one caller)", *cells({1: [row]}, batch, connections)]
         lines.append("| " + " | ".join(row_cells + [""] * (width - len(row_cells))) + " |")
     for case in all_cases:
         result = results.get(case.name)
@@ -343,7 +372,8 @@ def table(results: dict, all_cases: list[Case], floor: dict, connections: tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "models" / "mnist-0to4")
-    parser.add_argument("--seconds", type=int, default=6, help="per wrk run (and the in-process floor)")
+    parser.add_argument("--seconds", type=int, default=2, help="per wrk run (and the in-process floor)")
+    parser.add_argument("--rounds", type=int, default=3, help="every case at every connection count, in turn")
     parser.add_argument("--connections", default=",".join(map(str, CONNECTIONS)),
                         help="wrk's connection counts, comma-separated")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"a comma-separated subset of {','.join(PEERS)}")
@@ -358,17 +388,10 @@ def main() -> None:
     model = args.model.resolve()
     model_name = json.loads((model / "model.json").read_text())["name"]
 
-    floor = {batch: in_process(model, batch, args.seconds / 2) for batch in (1, 256)}
+    floor = {batch: in_process(model, batch, args.seconds) for batch in (1, 256)}
     all_cases = cases(model_name)
-    results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ["openset", *peers]:
-            server_cases = [case for case in all_cases if case.server == name]
-            print(f"measuring {name}", file=sys.stderr)
-            try:
-                results.update(measure(name, server_cases, model, args.seconds, Path(tmp), connections))
-            except Unavailable as error:
-                results.update({case.name: f"not available: {error}" for case in server_cases})
+        results = measure(["openset", *peers], all_cases, model, args.seconds, args.rounds, Path(tmp), connections)
     print(table(results, all_cases, floor, connections))
 
 
