@@ -16,7 +16,8 @@ Prints one Markdown table: requests/s and latency p50/p99 under wrk (`-t1`, 1, 1
 and on each peer's row the ratio of openset's v2 JSON and v1 raw throughput to the peer's, at each connection
 count. Every server is started at once, one worker each, logs at warning or off, on 127.0.0.1 at a free port;
 then, round after round, each case runs at each connection count in turn (an idle server costs nothing), so that
-the machine's drift over the run falls on all of them alike. A figure is the median of its rounds, a ratio the
+the machine's drift over the run falls on all of them alike; after each run the server is left to finish what wrk
+left in flight before the next begins. A figure is the median of its rounds, a ratio the
 median of the rounds' ratios. Each peer runs in its own venv (.peers/<name>, from benchmarks/peers/<name>.txt),
 so the project's dependencies stay clean; one that cannot be installed or started, or that rejects its request,
 gets "not available: <reason>" rows. wrk (Debian package) shares the 2 cores with the server under test.
@@ -281,9 +282,34 @@ def serving(name: str, model: Path, work: Path):
     except RuntimeError as error:
         raise Unavailable(str(error)) from error
     try:
-        yield base
+        yield base, process
     finally:
         stop(process)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time used so far by the processes of a process group (a server and the workers it started)."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # (gone meanwhile)
+            continue
+        if int(fields[2]) == pgid:  # the fifth field of stat, the third after the command name
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def settle(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Wait until a server is idle: requests that wrk left in flight are still being answered after it stops
+    (64 connections of 64 images each are seconds of work), and would fall on the next measurement."""
+    end, last = time.monotonic() + timeout, group_cpu_seconds(process.pid)
+    while time.monotonic() < end:
+        time.sleep(0.25)
+        now = group_cpu_seconds(process.pid)
+        if now - last < 0.025:  # under a tenth of a core
+            return
+        last = now
 
 
 def measure(servers: list[str], all_cases: list[Case], model: Path, seconds: int, rounds: int, work: Path,
@@ -297,26 +323,30 @@ def measure(servers: list[str], all_cases: list[Case], model: Path, seconds: int
         for name in servers:
             print(f"starting {name}", file=sys.stderr)
             try:
-                bases[name] = stack.enter_context(serving(name, model, work))
+                bases[name] = stack.enter_context(serving(name, model, work))  # (base URL, process)
             except Unavailable as error:
                 results.update({case.name: f"not available: {error}" for case in all_cases if case.server == name})
         live = []
         for case in (case for case in all_cases if case.server in bases):
+            base, process = bases[case.server]
             try:
-                ask_once(bases[case.server], case)
+                ask_once(base, case)
             except Unavailable as error:
                 results[case.name] = f"not available: {error}"
                 continue
             live.append(case)
             results[case.name] = {c: [] for c in connections}
             # one second of load before the first measurement
-            run_wrk(bases[case.server] + case.path, case.body, case.ctype, max(connections), 1, work, case.headers)
+            run_wrk(base + case.path, case.body, case.ctype, max(connections), 1, work, case.headers)
+            settle(process)
         for turn in range(rounds):
             print(f"round {turn + 1} of {rounds}", file=sys.stderr)
             for case in live:
+                base, process = bases[case.server]
                 for c in connections:
-                    results[case.name][c].append(run_wrk(bases[case.server] + case.path, case.body, case.ctype, c,
-                                                         seconds, work, case.headers))
+                    results[case.name][c].append(run_wrk(base + case.path, case.body, case.ctype, c, seconds, work,
+                                                         case.headers))
+                    settle(process)
     return results
 
 
