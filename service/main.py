@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -48,6 +49,22 @@ def openapi(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
+class Service(FastAPI):
+    """FastAPI with the gateway in front of all of it. An HTTP request meets the gateway first; one that the
+    gateway does not answer itself (``service.direct``) goes on through FastAPI's own layers (its telemetry check,
+    error middleware and routing), which a direct route no longer pays for (docs/performance.md). The lifespan
+    goes to FastAPI as before."""
+
+    entry = None  # the gateway, or CORS and then the gateway (set by create_app)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and self.entry is not None:
+            scope["app"] = self
+            await self.entry(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
@@ -63,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
 
     # /docs and /redoc come from routes.ops with their own scripts (no CDN).
-    app = FastAPI(title="openset", version=openset.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = Service(title="openset", version=openset.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="A digit classifier that answers 0-4, or 'other' for anything else.")
     app.mount(ops.ASSETS, StaticFiles(directory=ops.STATIC / "docs"), name="docs-assets")
     app.openapi = lambda: openapi(app)
@@ -79,13 +96,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_key = settings.admin_key.get_secret_value()
         app.include_router(admin.router, dependencies=[Depends(api_key_dependency(admin_key))])
     install_error_handlers(app)
-    # One layer in front of the routes (service.gateway); CORS, when open, before it, so that its headers reach
+    # One layer in front of FastAPI (service.gateway); CORS, when open, before it, so that its headers reach
     # even the gateway's own 413s.
-    app.add_middleware(Gateway, metrics=metrics, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout,
-                       direct=DirectRoutes(routers) if settings.direct_routes else None)
+    entry = Gateway(partial(FastAPI.__call__, app), metrics=metrics, max_bytes=settings.max_body_bytes,
+                    timeout=settings.body_timeout, direct=DirectRoutes(routers) if settings.direct_routes else None)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["*"])
+        entry = CORSMiddleware(entry, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                               allow_headers=["*"])
+    app.entry = entry
     return app
 
 
