@@ -16,12 +16,21 @@ def images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 1, 28, 28), dtype=np.float32)
 
 
-def arriving_together(app):
-    """The app as a server meets it under load: every request's body arrives a little after its head, so that
-    concurrent requests are all in flight before the first reaches the model."""
+def arriving_together(app, n: int):
+    """The app as a server meets it under load: every request's body is held until all ``n`` requests have
+    reached the server, so that they are all in flight before the first reaches the model (however slowly the
+    client gets its requests out)."""
+    arrived = 0
+    everyone = asyncio.Event()
+
     async def wrapped(scope, receive, send):
+        nonlocal arrived
+        arrived += 1
+        if arrived == n:
+            everyone.set()
+
         async def later():
-            await asyncio.sleep(0.01)
+            await everyone.wait()
             return await receive()
 
         await app(scope, later, send)
@@ -32,7 +41,7 @@ def arriving_together(app):
 async def served(settings: Settings, bodies: list[dict], path: str):
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=arriving_together(app))
+        transport = httpx.ASGITransport(app=arriving_together(app, len(bodies)))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             answers = await asyncio.gather(*(client.post(path, json=body) for body in bodies))
         return answers, app.state.runtime
