@@ -227,6 +227,18 @@ def dotted_sections(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return sections
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``section.field=json`` pairs (the commands' ``--set``) into :meth:`Config.override` keyword arguments; a value
+    that is not JSON is a string."""
+    def value(raw: str):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+
+    return dotted_sections({key: value(raw) for key, _, raw in (pair.partition("=") for pair in pairs)})
+
+
 def problems(errors: list[dict], limit: int = 5) -> str:
     """pydantic's error list (``ValidationError.errors()``) as one line: ``where: what; where: what``; a request
     body's ``body`` step is left out of the place."""

@@ -108,6 +108,36 @@ def test_export_from_checkpoint_reproduces_the_model(trained, data_dir):
     assert second["metrics"] == pytest.approx(first["metrics"], abs=1e-6)
 
 
+def test_export_refits_the_scores_with_other_settings(trained, data_dir):
+    tmp, out = trained
+    refit = tmp / "refit"
+    result = run("export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(refit), "--no-plots",
+                 "--set", "scores.knn_k=1", "scores.knn_bank=64", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = json.loads((out / "model.json").read_text())
+    meta = json.loads((refit / "model.json").read_text())
+    config, before = meta["provenance"]["config"], first["provenance"]["config"]
+    assert (config["scores"]["knn_k"], config["scores"]["knn_bank"]) == (1, 64)
+    assert {k: v for k, v in config.items() if k != "scores"} == {k: v for k, v in before.items() if k != "scores"}
+    distance = next(o for o in meta["outputs"] if o["name"] == "distance")
+    assert "1-th nearest" in distance["description"]
+    import onnx
+
+    graph = onnx.load(str(refit / "model.onnx")).graph
+    norms = [list(t.dims) for t in graph.initializer if t.name == "distance.squared_norms"]
+    assert norms == [[64]]  # one per embedding of the bank: a bank of 64
+    assert meta["decision"]["threshold"] != pytest.approx(first["decision"]["threshold"], abs=1e-6)
+
+
+def test_export_refuses_to_change_what_the_weights_were_trained_with(trained, data_dir, tmp_path):
+    _, out = trained
+    result = run("export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "m"),
+                 "--set", "optim.epochs=3", data_dir=data_dir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "optim" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
 def test_bad_config_is_one_line_and_exit_2(tmp_path, data_dir):
     config = tmp_path / "bad.json"
     config.write_text('{"optim": {"name": "nesterov-ish"}}')

@@ -25,7 +25,7 @@ import numpy as np
 from openset import shifts
 from openset.augment import augment_once
 from openset.calibration import threshold_at_tpr
-from openset.config import Config, dotted_sections
+from openset.config import Config, parse_overrides
 from openset.data import DATA_DIR_HELP, OpenSetData, Split, open_set_data, remap_classes, select_classes
 from openset.export import ExportModule, run_torch
 from openset.metrics import auroc
@@ -117,18 +117,6 @@ def shift_on_knowns(cfg: Config, data: OpenSetData) -> dict:
             "changes": {name: c["mean"]["known_right"] for name, c in result["changes"].items()},
             "mean_right": result["groups"]["tuning"]["mean"]["known_right"],
             "worst_right": result["groups"]["tuning"]["worst"]["known_right"], "at": at}
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """``section.field=json`` pairs into ``Config.override`` keyword arguments (a value that is not JSON is a
-    string)."""
-    def value(raw: str):
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            return raw
-
-    return dotted_sections({key: value(raw) for key, _, raw in (pair.partition("=") for pair in pairs)})
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
