@@ -95,8 +95,8 @@ def test_onnx_and_torch_agree_on_the_whole_test_set(manifest, artifact, data, fi
 
 
 def test_combined_score_is_as_good_as_the_best_single_score(data, fitted):
-    """Issue 2 asked the combined score to be at least the best single score; the shipped one ties kNN (0.9756
-    against 0.9757), so the test allows a tie within 0.001 and fails on a real loss."""
+    """Issue 2 asked the combined score to be at least the best single score; the shipped one ties kNN (0.9746
+    against 0.9745), so the test allows a tie within 0.001 and fails on a real loss."""
     model, detectors = fitted
     known, unknown = extract_features(model, data.test_known.images), extract_features(model, data.test_unknown.images)
     aurocs = {name: auroc(det.score_features(known), det.score_features(unknown)) for name, det in detectors.items()}
