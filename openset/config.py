@@ -147,9 +147,10 @@ class ScoreConfig(_Frozen):
     """The open-set scores, the recipe of the shipped (combined) score and its calibration."""
 
     centroid_metric: Literal["euclidean", "cosine"] = "cosine"
-    knn_k: int = Field(10, ge=1)
-    # Training embeddings kept as the kNN reference bank (also inside the ONNX graph if used).
-    knn_bank: int = Field(8192, ge=1)
+    knn_k: int = Field(3, ge=1)
+    # Training embeddings kept as the kNN reference bank (also inside the ONNX graph if used); 2,048 and k = 3
+    # since issue 13 (E16 in docs/experiments.md): a bank that stays in the caches between requests.
+    knn_bank: int = Field(2048, ge=1)
     prototypes_per_class: int = Field(16, ge=1)
     # Weight of the sigmoid head in the combined score; the centroid term gets 1 - this.
     combined_head_weight: float = Field(0.1, ge=0.0, le=1.0)
