@@ -1,8 +1,7 @@
 """Re-export a trained checkpoint (``openset export``): refit the scores, recalibrate, evaluate, write.
 
 ``--set scores.knn_bank=2048`` refits them with other settings of the sections that do not change the trained
-weights (:data:`REFIT`); the artefact records the config it was made with, so ``openset train`` of that config
-makes the same model.
+weights (:data:`REFIT`); the artefact and its checkpoint record the config they were made with.
 
     openset export --checkpoint models/mnist-0to4/checkpoint.pt --out runs/refit [--set scores.knn_k=5]
 """
