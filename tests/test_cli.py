@@ -13,6 +13,8 @@ import pytest
 
 from openset.artifacts import sha256_file
 
+from .conftest import REPO
+
 
 def run(*args, env=None, data_dir=None):
     environment = {**os.environ, **(env or {})}
@@ -97,11 +99,19 @@ def test_evaluate_refuses_a_tampered_model(trained, data_dir, tmp_path):
 
 
 def test_export_from_checkpoint_reproduces_the_model(trained, data_dir):
+    """The README's re-export, exactly as written, on a copy of the tiny model where the shipped one would be:
+    it rewrites the model directory in place, from the checkpoint inside it."""
     tmp, out = trained
-    again = tmp / "again"
-    result = run("export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(again), "--no-plots",
-                 data_dir=data_dir)
+    command = "openset export --checkpoint models/mnist-0to4/checkpoint.pt --out models/mnist-0to4"
+    assert f"`{command}`" in (REPO / "README.md").read_text()
+    place = tmp / "readme"
+    shutil.copytree(out, place / "models" / "mnist-0to4")
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # the venv's console scripts first
+    env = {**os.environ, "PATH": path, "OPENSET_DATA_DIR": str(data_dir)}
+    result = subprocess.run(["bash", "-c", command], cwd=place, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
+    again = place / "models" / "mnist-0to4"
+    assert (again / "checkpoint.pt").is_file() and (again / "report.md").is_file()
     first = json.loads((out / "model.json").read_text())
     second = json.loads((again / "model.json").read_text())
     assert second["decision"]["threshold"] == pytest.approx(first["decision"]["threshold"], abs=1e-6)

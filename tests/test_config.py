@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from openset.config import Config, ConfigError
+from openset.config import Config, ConfigError, parse_overrides
 
 from .conftest import REPO
 
@@ -61,3 +61,12 @@ def test_pydantic_errors_read_as_one_line_without_the_body_step():
     errors = [{"loc": ("body", "image", 0), "msg": "not a number"}, {"loc": (), "msg": "too short"}]
     assert problems(errors) == "image.0: not a number; too short"
     assert problems(errors * 4, limit=3).count(";") == 2
+
+
+@pytest.mark.parametrize("pair, expected", [
+    ("optim.epochs=5", {"optim": {"epochs": 5}}),
+    ("augment.scale=[0.7, 1.1]", {"augment": {"scale": [0.7, 1.1]}}),
+    ("negatives.source=none", {"negatives": {"source": "none"}}),
+])
+def test_overrides_parse_as_json_or_text(pair, expected):
+    assert parse_overrides([pair]) == expected

@@ -3,8 +3,6 @@
 import argparse
 import json
 
-import pytest
-
 from openset import shifts
 from training import experiments, holdout
 
@@ -52,12 +50,3 @@ def test_one_fold_and_the_shift_on_knowns(tmp_path, data_dir, monkeypatch, capsy
     [row] = [line for line in text.splitlines() if line.startswith("| **tiny**")]
     assert f"{result['mean_auroc']['combined']:.4f} / {result['mean_auroc']['knn']:.4f}" in row
     assert f"{100 * shift['mean_right']:.1f} / {100 * shift['worst_right']:.1f}" in row
-
-
-@pytest.mark.parametrize("pair, expected", [
-    ("optim.epochs=5", {"optim": {"epochs": 5}}),
-    ("augment.scale=[0.7, 1.1]", {"augment": {"scale": [0.7, 1.1]}}),
-    ("negatives.source=none", {"negatives": {"source": "none"}}),
-])
-def test_overrides_parse_as_json_or_text(pair, expected):
-    assert holdout.parse_overrides([pair]) == expected
