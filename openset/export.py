@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 
 from openset.contract import INPUT, OUTPUTS
@@ -18,6 +20,8 @@ from openset.models import extract_features
 from openset.scores import Combined, Features, ReferenceDistance
 
 OPSET = 18
+# ``export.weights``: the type the matrix products' weights are stored in (None: float32, as trained).
+WEIGHTS = {"float32": None, "uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
 
 def _as_tensor(array) -> torch.Tensor:
@@ -110,6 +114,29 @@ def export_graph(module: ExportModule, side: int) -> onnx.ModelProto:
     proto.producer_name = "openset"
     onnx.checker.check_model(proto)
     return proto
+
+
+def quantize(proto: onnx.ModelProto, weights: str) -> onnx.ModelProto:
+    """The graph with its MatMul and Gemm weights stored in ``weights`` (:data:`WEIGHTS`; ONNX Runtime's dynamic
+    quantization: 8-bit weights, activations quantized per call); float32 returns it as it is. Inputs, outputs and
+    their names are unchanged, so the contract holds; the values move (the caller calibrates on the result)."""
+    if WEIGHTS[weights] is None:
+        return proto
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "float32.onnx", Path(tmp) / f"{weights}.onnx"
+        onnx.save(proto, str(source))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # quantize_dynamic's advice, on the root logger, to pre-process the graph
+        try:
+            quantize_dynamic(source, target, weight_type=WEIGHTS[weights])
+        finally:
+            root.setLevel(level)
+        quantized = onnx.load(str(target))
+    quantized.producer_name = "openset"
+    del quantized.metadata_props[:]  # the quantizer's own note: the metadata is the manifest (with_metadata)
+    onnx.checker.check_model(quantized)
+    return quantized
 
 
 def with_metadata(proto: onnx.ModelProto, metadata: dict[str, Any]) -> bytes:

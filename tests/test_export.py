@@ -10,7 +10,7 @@ import torch
 from openset.calibration import RULE
 from openset.config import ModelConfig
 from openset.contract import OUTPUTS, tensor_specs
-from openset.export import ExportModule, export_graph, run_torch, with_metadata
+from openset.export import WEIGHTS, ExportModule, export_graph, quantize, run_torch, with_metadata
 from openset.manifest import FORMAT_VERSION, ModelManifest, check_graph, run_session
 from openset.models import build_model, extract_features
 from openset.scores import KNN, CentroidDistance, Combined
@@ -98,6 +98,26 @@ def test_the_graph_is_checked_against_its_manifest(exported):
     assert json.loads(props["classes"]) == ["a", "b", "c"]
     assert json.loads(props["threshold"]) == 0.25
     assert onnx.load_from_string(graph).opset_import[0].version >= 17
+
+
+@pytest.mark.parametrize("weights", [w for w in WEIGHTS if w != "float32"])
+def test_8_bit_weights_keep_the_contract_and_stay_near_float32(weights):
+    """``export.weights``: the graph stores its matrix products' weights in 8 bits (a quarter of the bytes), keeps
+    every input and output, and its outputs stay near the float32 graph's; float32 is the graph itself."""
+    module, _, _ = tiny_module(KNN(k=3, bank=40), ModelConfig(hidden=(64,)))
+    graph = export_graph(module, 28)
+    assert quantize(graph, "float32") is graph
+    small = quantize(graph, weights)
+    assert {n.op_type for n in small.graph.node} >= {"DynamicQuantizeLinear", "MatMulInteger"}
+    assert [o.name for o in small.graph.output] == list(OUTPUTS)
+    assert small.ByteSize() < 0.5 * graph.ByteSize()
+    images = torch.rand(200, 1, 28, 28).numpy()
+    full, quantized = (run(ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"]), images)
+                       for g in (graph, small))
+    assert np.mean(full["probs"].argmax(1) == quantized["probs"].argmax(1)) >= 0.9
+    spread = full["score"].max() - full["score"].min()
+    change = np.abs(full["score"] - quantized["score"])
+    assert change.max() > 0 and np.median(change) < 0.05 * spread  # moved, by a little
 
 
 def test_graph_check_rejects_a_foreign_graph(tmp_path):

@@ -8,7 +8,6 @@ import onnx
 import pytest
 
 import openset
-from openset.calibration import decide
 from openset.config import Config
 from openset.data import open_set_data
 from openset.export import ExportModule, run_torch
@@ -18,6 +17,7 @@ from openset.models import extract_features
 from openset.scores import fit_scores
 from training.checkpoints import load_model
 from training.evaluate import headline, shipped_metrics, unknown_sets
+from training.pipeline import check_parity
 from training.robustness import balanced, shift_benchmark
 
 from .conftest import REPO
@@ -82,16 +82,17 @@ def fitted(config, data):
     return model, fit_scores(cfg.scores, cfg.seed, extract_features(model, data.train.images), data.train.labels)
 
 
-def test_onnx_and_torch_agree_on_the_whole_test_set(manifest, artifact, data, fitted):
+def test_onnx_and_torch_agree_on_the_whole_test_set(artifact, config, data, fitted):
+    """The shipped graph against the checkpoint's torch model on every test image, as the export checks it: a
+    float32 graph to 1e-4 with identical decisions, 8-bit weights with 99 % of the decisions the same (and the
+    known digits' classes as good as all the same)."""
     model, detectors = fitted
     module = ExportModule(model, detectors["combined"])
     images = np.concatenate([data.test_known.images, data.test_unknown.images])
     ours, theirs = run_torch(module, images), artifact.run(images)
-    for name in manifest.output_names:
-        assert np.abs(ours[name] - theirs[name]).max() <= 1e-4, name
-    threshold = manifest.threshold
-    assert np.array_equal(decide(ours["probs"], ours["score"], threshold),
-                          decide(theirs["probs"], theirs["score"], threshold))
+    check_parity(ours, theirs, artifact.manifest.threshold, config.export.weights)  # raises if they are apart
+    known = slice(0, len(data.test_known))
+    assert np.mean(ours["probs"][known].argmax(1) == theirs["probs"][known].argmax(1)) >= 0.999
 
 
 def test_combined_score_is_as_good_as_the_best_single_score(data, fitted):

@@ -1,7 +1,8 @@
 """Re-export a trained checkpoint (``openset export``): refit the scores, recalibrate, evaluate, write.
 
-``--set scores.knn_bank=2048`` refits them with other settings of the sections that do not change the trained
-weights (:data:`REFIT`); the artefact and its checkpoint record the config they were made with.
+``--set scores.knn_bank=2048`` refits them, ``--set export.weights=uint8`` stores the graph's weights in 8 bits: the
+sections that do not change the trained weights (:data:`REFIT`). The artefact and its checkpoint record the config
+they were made with.
 
     openset export --checkpoint models/mnist-0to4/checkpoint.pt --out runs/refit [--set scores.knn_k=5]
 """
@@ -17,7 +18,7 @@ from openset.data import DATA_DIR_HELP, open_set_data
 from training.checkpoints import load_model
 from training.pipeline import write_artifacts
 
-REFIT = ("scores", "evaluation")  # the sections a re-export may change: the weights do not depend on them
+REFIT = ("scores", "evaluation", "export")  # the sections a re-export may change: training does not read them
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> Path:
     overrides = parse_overrides(args.set)
     if fixed := sorted(set(overrides) - set(REFIT)):
-        raise ConfigError(f"--set can change {' and '.join(REFIT)} only (the weights were trained with the rest): "
+        raise ConfigError(f"--set can change {', '.join(REFIT)} only (the weights were trained with the rest): "
                           f"{', '.join(fixed)}")
     cfg, model, history = load_model(args.checkpoint)
     cfg = cfg.override(**overrides)

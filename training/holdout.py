@@ -106,10 +106,11 @@ def shift_on_knowns(cfg: Config, data: OpenSetData) -> dict:
     changes = [name for name, change in shifts.CHANGES.items() if change.group == "tuning"]
     known = balanced(data.test_known, SHIFT_PER_CLASS, seed=0)
     predict = lambda images: run_torch(module, images)  # noqa: E731
-    result = shift_benchmark(predict, calibrate(module, cfg, data.val).threshold, known, changes=changes, cache=CACHE)
+    score = lambda images: predict(images)["score"]  # noqa: E731
+    result = shift_benchmark(predict, calibrate(score, cfg, data.val).threshold, known, changes=changes, cache=CACHE)
     at = {}
     for how in ("clean", "clean+augmented"):  # the same pictures (cached) at other thresholds
-        calibration = calibration_scores(module, cfg.override(scores={"calibration": how}), data.val)
+        calibration = calibration_scores(score, cfg.override(scores={"calibration": how}), data.val)
         for tpr in TPR_GRID:
             other = shift_benchmark(predict, threshold_at_tpr(calibration, tpr), known, changes=changes, cache=CACHE)
             at[f"{how}@{tpr:g}"] = {k: other["groups"]["tuning"][k]["known_right"] for k in ("mean", "worst")}

@@ -78,8 +78,9 @@ def render_report(report: dict) -> str:
         "",
         "## Export",
         "",
-        f"ONNX Runtime vs torch over {parity['samples']} test images: max abs difference "
-        f"{max(parity['max_abs_diff'].values()):.2e}, identical decisions: {parity['identical_decisions']}.",
+        f"ONNX Runtime ({parity.get('weights', 'float32')} weights) vs torch over {parity['samples']} test images: "
+        f"max abs difference {max(parity['max_abs_diff'].values()):.2e}, identical decisions: "
+        f"{parity['identical_decisions']} ({100 * parity.get('decisions_agreeing', 1.0):.2f} % agreeing).",
     ]
     if report.get("figures"):
         lines += ["", "## Figures", ""]
