@@ -1,9 +1,8 @@
 """Benchmark: what 8-bit weights save on the model call, and how far they move its outputs (known digits only).
 
-    .venv/bin/python benchmarks/quantized_cost.py --model <a float32 export> [--calls 1500]
+    .venv/bin/python benchmarks/quantized_cost.py [--model models/mnist-0to4] [--calls 1500]
 
-A float32 export of the shipped checkpoint: ``openset export --checkpoint models/mnist-0to4/checkpoint.pt --out
-runs/float32 --set export.weights=float32``. Quantizes its graph's weights with ONNX Runtime's dynamic
+Takes a model with a float32 graph (the shipped one) and quantizes its graph's weights with ONNX Runtime's dynamic
 quantization (``quantize_dynamic``, int8 and uint8 weights, into a temporary directory; nothing in the model
 directory changes) and prints one table: the p50
 of one image's model call hot (a loop that calls only the model) and under memory pressure (32 MB of other
@@ -31,6 +30,8 @@ from openset.config import Config
 from openset.data import open_set_data
 from openset.manifest import GRAPH, MANIFEST, read_manifest
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
@@ -52,7 +53,8 @@ def call_p50(model: ort.InferenceSession, image: np.ndarray, calls: int, other: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a model directory with a float32 graph")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "mnist-0to4",
+                        help="a model directory with a float32 graph")
     parser.add_argument("--calls", type=int, default=1500)
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.ERROR)  # (quantize_dynamic's advice to pre-process the graph)

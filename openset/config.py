@@ -176,7 +176,7 @@ class ExportConfig(_Frozen):
     (ONNX Runtime's dynamic quantization of the matrix products: a quarter of the bytes read per call). The
     threshold and every shipped figure are the stored graph's own."""
 
-    weights: Literal["float32", "uint8", "int8"] = "uint8"
+    weights: Literal["float32", "uint8", "int8"] = "float32"
 
 
 class Config(_Frozen):
