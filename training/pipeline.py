@@ -88,8 +88,10 @@ def check_parity(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], thr
     diff = {name: float(np.abs(ours[name] - theirs[name]).max()) for name in OUTPUTS}
     same = decide(ours["probs"], ours["score"], threshold) == decide(theirs["probs"], theirs["score"], threshold)
     agree = float(np.mean(same))
-    broken = (max(diff.values()) > PARITY_TOLERANCE or agree < 1.0) if weights == "float32" \
-        else agree < QUANTIZED_AGREEMENT
+    if weights == "float32":
+        broken = max(diff.values()) > PARITY_TOLERANCE or agree < 1.0
+    else:
+        broken = agree < QUANTIZED_AGREEMENT
     if broken:
         raise RuntimeError(f"ONNX parity failed ({weights} weights): max abs diff {diff}, decisions agreeing {agree}")
     return {"samples": len(same), "weights": weights, "max_abs_diff": diff, "identical_decisions": bool(same.all()),
@@ -115,9 +117,8 @@ def evaluate(module: ExportModule, detectors: dict[str, Detector], session: ort.
     shipped = shipped_metrics(known_out, data.test_known.labels, unknown_out, threshold,
                               [str(c) for c in data.classes])
     ours = [module.outputs(known_feats), *(module.outputs(feats) for feats in unknown_feats.values())]
-    theirs = [known_out, *unknown_out.values()]
-    parity = check_parity(*({name: np.concatenate([out[name] for out in outs]) for name in OUTPUTS}
-                            for outs in (ours, theirs)), threshold, weights)
+    joined = lambda outs: {name: np.concatenate([out[name] for out in outs]) for name in OUTPUTS}  # noqa: E731
+    parity = check_parity(joined(ours), joined([known_out, *unknown_out.values()]), threshold, weights)
     return Evaluation(sets, scores, known_out, unknown_out, shipped, parity)
 
 
