@@ -172,11 +172,11 @@ class EvaluationConfig(_Frozen):
 
 
 class ExportConfig(_Frozen):
-    """How the ONNX graph stores its weights (``openset.export.quantize``): float32 as trained, or 8-bit weights
-    (ONNX Runtime's dynamic quantization of the matrix products: a quarter of the bytes read per call). The
-    threshold and every shipped figure are the stored graph's own."""
+    """How the ONNX graph stores its weights (``openset.export.quantize``): float32 as trained, or ``nbits8``: the
+    large matrix products' weights in 8 bits, quantized in blocks (a quarter of the bytes read per call), each
+    image's activations quantized on their own. The threshold and every shipped figure are the stored graph's own."""
 
-    weights: Literal["float32", "uint8", "int8"] = "float32"
+    weights: Literal["float32", "nbits8"] = "nbits8"
 
 
 class Config(_Frozen):

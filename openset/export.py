@@ -6,13 +6,13 @@ import copy
 import json
 import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import nn
 
 from openset.contract import INPUT, OUTPUTS
@@ -20,8 +20,6 @@ from openset.models import extract_features
 from openset.scores import Combined, Features, ReferenceDistance
 
 OPSET = 18
-# ``export.weights``: the type the matrix products' weights are stored in (None: float32, as trained).
-WEIGHTS = {"float32": None, "uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
 
 def _as_tensor(array) -> torch.Tensor:
@@ -116,25 +114,81 @@ def export_graph(module: ExportModule, side: int) -> onnx.ModelProto:
     return proto
 
 
+LARGE = 2**16  # a product's weights worth storing in 8 bits (the heads' few thousand stay float32)
+
+
+def _gemms_as_matmuls(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the graph with each large ``Gemm`` of torch's ``Linear`` (``x @ W.T (+ b)``, ``W`` constant)
+    written as ``MatMul`` (+ ``Add``) with ``W.T`` stored, the form ``MatMulNBits`` quantizes; the values are the
+    same."""
+    proto = copy.deepcopy(proto)
+    weights = {t.name: t for t in proto.graph.initializer}
+    nodes = []
+    for node in proto.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        weight = weights.get(node.input[1]) if node.op_type == "Gemm" else None
+        if weight is None or np.prod(weight.dims) < LARGE or attrs.get("transB") != 1 or attrs.get("transA", 0) \
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            nodes.append(node)
+            continue
+        stored = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight).T.copy(), weight.name + ".T")
+        proto.graph.initializer.remove(weight)
+        proto.graph.initializer.append(stored)
+        biased = len(node.input) == 3
+        product = node.output[0] + ".matmul" if biased else node.output[0]
+        make = onnx.helper.make_node
+        nodes.append(make("MatMul", [node.input[0], stored.name], [product], name=node.name + ".matmul"))
+        if biased:
+            nodes.append(make("Add", [product, node.input[2]], [node.output[0]], name=node.name + ".add"))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return proto
+
+
+def _blockwise_8_bit(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX Runtime's weight-only quantization (``MatMulNBits``): each large product's weights in 8 bits, one
+    scale per 32 values of a column; with ``accuracy_level=4`` the activations are quantized to int8 per row, so
+    an image's outputs do not depend on the other images in its call."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer  # under _quiet_root_logger
+
+    proto = _gemms_as_matmuls(proto)
+    sizes = {t.name: np.prod(t.dims) for t in proto.graph.initializer}
+    small = [n.name for n in proto.graph.node if n.op_type == "MatMul" and sizes.get(n.input[1], 0) < LARGE]
+    quantizer = MatMulNBitsQuantizer(proto, bits=8, block_size=32, is_symmetric=True, accuracy_level=4,
+                                     nodes_to_exclude=small)
+    quantizer.process()
+    return quantizer.model.model
+
+
+# ``export.weights``: how the graph stores its matrix products' weights (float32: as trained).
+WEIGHTS = {"float32": lambda proto: proto, "nbits8": _blockwise_8_bit}
+
+
+@contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantizer logs its progress on the root logger, and its module configures the root logger
+    when first imported (``logging.basicConfig`` at INFO): neither reaches openset's output."""
+    root, guard = logging.getLogger(), logging.NullHandler()  # basicConfig leaves a root with a handler alone
+    level = root.level
+    root.setLevel(logging.ERROR)
+    root.addHandler(guard)
+    try:
+        yield
+    finally:
+        root.removeHandler(guard)
+        root.setLevel(level)
+
+
 def quantize(proto: onnx.ModelProto, weights: str) -> onnx.ModelProto:
-    """The graph with its MatMul and Gemm weights stored in ``weights`` (:data:`WEIGHTS`; ONNX Runtime's dynamic
-    quantization: 8-bit weights, activations quantized per call); float32 returns it as it is. Inputs, outputs and
-    their names are unchanged, so the contract holds; the values move (the caller calibrates on the result)."""
-    if WEIGHTS[weights] is None:
+    """The graph with its weights stored as ``weights`` (:data:`WEIGHTS`); float32 returns it as it is. Inputs,
+    outputs and their names are unchanged, so the contract holds; the values move (the caller calibrates on the
+    result)."""
+    if weights == "float32":
         return proto
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "float32.onnx", Path(tmp) / f"{weights}.onnx"
-        onnx.save(proto, str(source))
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # quantize_dynamic's advice, on the root logger, to pre-process the graph
-        try:
-            quantize_dynamic(source, target, weight_type=WEIGHTS[weights])
-        finally:
-            root.setLevel(level)
-        quantized = onnx.load(str(target))
+    with _quiet_root_logger():
+        quantized = WEIGHTS[weights](proto)
     quantized.producer_name = "openset"
-    del quantized.metadata_props[:]  # the quantizer's own note: the metadata is the manifest (with_metadata)
+    del quantized.metadata_props[:]  # the quantizer's own notes: the metadata is the manifest (with_metadata)
     onnx.checker.check_model(quantized)
     return quantized
 

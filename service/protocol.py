@@ -1,10 +1,15 @@
-"""uvicorn's httptools protocol with a request-head deadline: slow clients get a 408, not a held connection.
+"""uvicorn's httptools protocol with a request-head deadline (slow clients get a 408, not a held connection), and
+the count of the requests the server has started (:meth:`DeadlineHttpToolsProtocol.requests_started`).
 
 uvicorn times out idle keep-alive connections, but not a client that opens a connection and then sends
 its request line and headers a byte at a time (slowloris). This protocol arms a timer when a connection
 opens and when the first byte of each request arrives, and disarms it once the headers are complete; a
 client still inside its headers at the deadline is answered ``408`` and disconnected. Slow *bodies* are
-bounded by :class:`service.gateway.Gateway`. Used by ``openset-serve`` as
+bounded by :class:`service.gateway.Gateway`.
+
+The count is uvicorn's own set of request tasks, which holds a request as soon as its head is read, before its
+task first runs: the model runtime reads it to tell a lone request, which it answers at once, from one among
+others, which it lets meet them in a shared model call (``service.runtime``). Used by ``openset-serve`` as
 ``http="service.protocol:DeadlineHttpToolsProtocol"``.
 """
 
@@ -22,10 +27,19 @@ RESPONSE_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json
 
 
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
+    server_tasks: set[asyncio.Task] | None = None  # the running server's request tasks, one set for its connections
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = get_settings().header_timeout
         self._deadline: asyncio.TimerHandle | None = None
+        DeadlineHttpToolsProtocol.server_tasks = self.tasks
+
+    @classmethod
+    def requests_started(cls) -> int | None:
+        """The requests this process's server has read the head of and not finished answering (every route);
+        None where no server runs with this protocol (an in-process test client, another server)."""
+        return None if cls.server_tasks is None else len(cls.server_tasks)
 
     def _arm(self) -> None:
         self._disarm()

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from openset.calibration import decide
 from openset.manifest import Artifact, ModelManifest, load_artifact
 from service.batching import Batcher
+from service.protocol import DeadlineHttpToolsProtocol
 
 # Batches larger than this run in a worker thread, so health checks and small requests keep flowing.
 OFFLOAD_IMAGES = 32
@@ -81,7 +82,8 @@ class ModelRuntime:
         """The graph's outputs for one request's images: with batching on and other requests in flight, from a model
         call shared with them; else inline (a lone request: no thread hop), or off the loop for a large batch."""
         batcher = self.batcher
-        if batcher is not None and len(images) <= batcher.max_images:
+        alone = DeadlineHttpToolsProtocol.requests_started() == 1  # the server has read no other request
+        if batcher is not None and len(images) <= batcher.max_images and not alone:
             # One turn of the event loop first: requests that have arrived meanwhile get as far as here too (and
             # count as in flight), so that they meet in one call instead of queueing one behind the other.
             await asyncio.sleep(0)

@@ -14,6 +14,7 @@ from openset.export import WEIGHTS, ExportModule, export_graph, quantize, run_to
 from openset.manifest import FORMAT_VERSION, ModelManifest, check_graph, run_session
 from openset.models import build_model, extract_features
 from openset.scores import KNN, CentroidDistance, Combined
+from training.pipeline import BATCH_TOLERANCE, check_batch_invariance
 
 MLP = ModelConfig(hidden=(16,))
 CNN = ModelConfig(arch="cnn", channels=(4, 8), hidden=(16,))
@@ -101,23 +102,35 @@ def test_the_graph_is_checked_against_its_manifest(exported):
 
 
 @pytest.mark.parametrize("weights", [w for w in WEIGHTS if w != "float32"])
-def test_8_bit_weights_keep_the_contract_and_stay_near_float32(weights):
-    """``export.weights``: the graph stores its matrix products' weights in 8 bits (a quarter of the bytes), keeps
-    every input and output, and its outputs stay near the float32 graph's; float32 is the graph itself."""
-    module, _, _ = tiny_module(KNN(k=3, bank=40), ModelConfig(hidden=(64,)))
+def test_8_bit_weights_keep_the_contract_stay_near_float32_and_answer_each_image_alone(weights):
+    """``export.weights``: the graph stores its large products' weights in 8 bits, keeps every input and output,
+    its outputs stay near the float32 graph's, and an image's outputs are the same alone as in a shared call (the
+    service batches clients together); float32 is the graph itself."""
+    module, _, _ = tiny_module(KNN(k=3, bank=40), ModelConfig(hidden=(128,)))  # a first layer of 100k weights
     graph = export_graph(module, 28)
     assert quantize(graph, "float32") is graph
     small = quantize(graph, weights)
-    assert {n.op_type for n in small.graph.node} >= {"DynamicQuantizeLinear", "MatMulInteger"}
+    assert "MatMulNBits" in {n.op_type for n in small.graph.node}
     assert [o.name for o in small.graph.output] == list(OUTPUTS)
     assert small.ByteSize() < 0.5 * graph.ByteSize()
     images = torch.rand(200, 1, 28, 28).numpy()
-    full, quantized = (run(ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"]), images)
-                       for g in (graph, small))
+    session = ort.InferenceSession(small.SerializeToString(), providers=["CPUExecutionProvider"])
+    full = run(ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]), images)
+    quantized = run(session, images)
     assert np.mean(full["probs"].argmax(1) == quantized["probs"].argmax(1)) >= 0.9
     spread = full["score"].max() - full["score"].min()
     change = np.abs(full["score"] - quantized["score"])
     assert change.max() > 0 and np.median(change) < 0.05 * spread  # moved, by a little
+    assert check_batch_invariance(lambda batch: run(session, batch), images[:16]) <= BATCH_TOLERANCE
+
+
+def test_batch_invariance_check_refuses_a_graph_whose_answer_depends_on_its_batch():
+    images = torch.rand(8, 1, 28, 28).numpy()
+    own = lambda batch: {"score": batch.mean(axis=(1, 2, 3))}  # noqa: E731
+    assert check_batch_invariance(own, images) == 0
+    shared = lambda batch: {"score": batch.mean(axis=(1, 2, 3)) - batch.mean()}  # noqa: E731  against the call
+    with pytest.raises(RuntimeError, match="depend on the batch"):
+        check_batch_invariance(shared, images)
 
 
 def test_graph_check_rejects_a_foreign_graph(tmp_path):

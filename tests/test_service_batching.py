@@ -2,13 +2,18 @@
 runs alone; a failing call fails every request in it, and the next call works again."""
 
 import asyncio
+import threading
+import time
 
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 
 from service.batching import Batcher
 from service.main import create_app
+from service.protocol import DeadlineHttpToolsProtocol
+from service.runtime import ModelRuntime
 from service.settings import Settings
 
 
@@ -81,6 +86,55 @@ def test_a_lone_request_and_batching_off_never_use_the_batcher(shipped_model_dir
     _, off = asyncio.run(served(Settings(model_dir=shipped_model_dir, log_level="warning", batch_images=0),
                                 body * 4, "/v1/predict"))
     assert off.batcher is None
+
+
+def test_a_request_alone_in_the_server_calls_the_model_without_a_turn_for_company(shipped_model_dir, monkeypatch):
+    """Under openset's protocol the runtime knows the requests its server has read: with no other, it calls the
+    model at once, without the event loop's turn that lets concurrent requests meet in one call; with others, or
+    where it cannot know (an in-process client), it takes that turn."""
+    runtime = ModelRuntime(shipped_model_dir, batch_images=8).load()
+    runtime.in_flight = 1
+
+    async def took_a_turn(started) -> bool:
+        monkeypatch.setattr(DeadlineHttpToolsProtocol, "server_tasks", started)
+        turned = []
+        asyncio.get_running_loop().call_soon(turned.append, True)  # runs once the request lets the loop turn
+        out = await runtime.outputs(images(1, 0))
+        assert out["score"].shape == (1,)
+        return bool(turned)
+
+    assert not asyncio.run(took_a_turn({"this request"}))
+    assert asyncio.run(took_a_turn({"this request", "another"}))
+    assert asyncio.run(took_a_turn(None))
+    assert runtime.batcher.calls == 0  # a single request never waits in the batcher
+
+
+def test_the_protocol_counts_what_its_server_has_started(monkeypatch):
+    """A real uvicorn server with openset's protocol: inside a request, the count is the server's own tasks."""
+    monkeypatch.setattr(DeadlineHttpToolsProtocol, "server_tasks", None)  # (restored after the test)
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(DeadlineHttpToolsProtocol.requests_started())
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
+                                           http=DeadlineHttpToolsProtocol))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "ok"
+        assert DeadlineHttpToolsProtocol.server_tasks is server.server_state.tasks
+        assert seen == [1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_a_failing_call_fails_its_requests_only():

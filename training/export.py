@@ -1,6 +1,6 @@
 """Re-export a trained checkpoint (``openset export``): refit the scores, recalibrate, evaluate, write.
 
-``--set scores.knn_bank=2048`` refits them, ``--set export.weights=uint8`` stores the graph's weights in 8 bits: the
+``--set scores.knn_bank=2048`` refits them, ``--set export.weights=nbits8`` stores the graph's weights in 8 bits: the
 sections that do not change the trained weights (:data:`REFIT`). The artefact and its checkpoint record the config
 they were made with.
 

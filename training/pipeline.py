@@ -46,6 +46,8 @@ from training.report import render_report
 
 PARITY_TOLERANCE = 1e-4  # float32 graph against torch, every output
 QUANTIZED_AGREEMENT = 0.99  # 8-bit weights: the least share of test images decided as torch's float32 decides
+BATCH_TOLERANCE = 1e-5  # an image's outputs alone against the same image's in a shared call (adaptive batching)
+BATCH_PROBE = 64  # test images the export runs one by one and together
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class Evaluation:
     unknown_out: dict[str, dict[str, np.ndarray]]  # ... and on every unknown set
     shipped: dict  # the shipped decision's figures (training.evaluate.shipped_metrics)
     parity: dict  # the stored graph (ONNX Runtime) against torch on every test image
+
+
+def fit_detectors(cfg: Config, model: torch.nn.Module, train: Split) -> dict[str, Detector]:
+    """Every score fitted on the known training digits; the graph computes ``combined``."""
+    return fit_scores(cfg.scores, cfg.seed, extract_features(model, train.images), train.labels)
 
 
 def calibration_scores(score: Callable[[np.ndarray], np.ndarray], cfg: Config, val: Split) -> np.ndarray:
@@ -98,6 +105,19 @@ def check_parity(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], thr
             "decisions_agreeing": agree}
 
 
+def check_batch_invariance(served: Callable[[np.ndarray], dict[str, np.ndarray]], images: np.ndarray) -> float:
+    """The largest change of any output between each image run alone and all of ``images`` in one call: the
+    service batches concurrent clients' images together, so one client's image must not move another's answer.
+    Raises above :data:`BATCH_TOLERANCE`."""
+    together = served(images)
+    alone = [served(images[i : i + 1]) for i in range(len(images))]
+    spread = max(float(np.abs(np.concatenate([a[name] for a in alone]) - together[name]).max()) for name in together)
+    if spread > BATCH_TOLERANCE:
+        raise RuntimeError(f"the graph's outputs depend on the batch: an image alone and in a call of {len(images)} "
+                           f"differ by {spread:.2e} (at most {BATCH_TOLERANCE:.0e})")
+    return spread
+
+
 def served_outputs(session: ort.InferenceSession) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Images to every contract output of the stored graph (ONNX Runtime): what the service will answer."""
     return lambda images: run_session(session, INPUT, list(OUTPUTS), images)
@@ -118,7 +138,8 @@ def evaluate(module: ExportModule, detectors: dict[str, Detector], session: ort.
                               [str(c) for c in data.classes])
     ours = [module.outputs(known_feats), *(module.outputs(feats) for feats in unknown_feats.values())]
     joined = lambda outs: {name: np.concatenate([out[name] for out in outs]) for name in OUTPUTS}  # noqa: E731
-    parity = check_parity(joined(ours), joined([known_out, *unknown_out.values()]), threshold, weights)
+    parity = {**check_parity(joined(ours), joined([known_out, *unknown_out.values()]), threshold, weights),
+              "batch_spread": check_batch_invariance(served, data.test_known.images[:BATCH_PROBE])}
     return Evaluation(sets, scores, known_out, unknown_out, shipped, parity)
 
 
@@ -193,7 +214,7 @@ def write_artifacts(
     the files as they were."""
     side = data.train.images.shape[-1]
     with phase("fitting the scores on the known training digits"):
-        detectors = fit_scores(cfg.scores, cfg.seed, extract_features(model, data.train.images), data.train.labels)
+        detectors = fit_detectors(cfg, model, data.train)
         module = ExportModule(model, detectors["combined"])
     with phase("exporting ONNX" + ("" if cfg.export.weights == "float32" else f" ({cfg.export.weights} weights)")):
         graph = quantize(export_graph(module, side), cfg.export.weights)
