@@ -117,31 +117,45 @@ def export_graph(module: ExportModule, side: int) -> onnx.ModelProto:
 LARGE = 2**16  # a product's weights worth storing in 8 bits (the heads' few thousand stay float32)
 
 
+def _linear_weight(node: onnx.NodeProto, weights: dict[str, onnx.TensorProto]) -> onnx.TensorProto | None:
+    """The constant weight of a ``Gemm`` that is torch's ``Linear`` (``x @ W.T (+ b)``) with at least
+    :data:`LARGE` values; None for any other node."""
+    if node.op_type != "Gemm" or node.input[1] not in weights:
+        return None
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    linear = attrs.get("transB") == 1 and not attrs.get("transA") and attrs.get("alpha", 1.0) == 1.0 \
+        and attrs.get("beta", 1.0) == 1.0
+    weight = weights[node.input[1]]
+    return weight if linear and np.prod(weight.dims) >= LARGE else None
+
+
 def _gemms_as_matmuls(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the graph with each large ``Gemm`` of torch's ``Linear`` (``x @ W.T (+ b)``, ``W`` constant)
-    written as ``MatMul`` (+ ``Add``) with ``W.T`` stored, the form ``MatMulNBits`` quantizes; the values are the
-    same."""
+    """A copy of the graph with each large ``Linear`` (:func:`_linear_weight`) written as ``MatMul`` (+ ``Add``)
+    with ``W.T`` stored, the form ``MatMulNBits`` quantizes; the values are the same."""
     proto = copy.deepcopy(proto)
     weights = {t.name: t for t in proto.graph.initializer}
+    transposed: dict[str, onnx.TensorProto] = {}  # by the weight's name (a weight two layers share: one copy)
     nodes = []
     for node in proto.graph.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        weight = weights.get(node.input[1]) if node.op_type == "Gemm" else None
-        if weight is None or np.prod(weight.dims) < LARGE or attrs.get("transB") != 1 or attrs.get("transA", 0) \
-                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        weight = _linear_weight(node, weights)
+        if weight is None:
             nodes.append(node)
             continue
-        stored = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight).T.copy(), weight.name + ".T")
-        proto.graph.initializer.remove(weight)
-        proto.graph.initializer.append(stored)
+        if weight.name not in transposed:
+            transposed[weight.name] = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight).T.copy(),
+                                                                   weight.name + ".T")
         biased = len(node.input) == 3
         product = node.output[0] + ".matmul" if biased else node.output[0]
         make = onnx.helper.make_node
-        nodes.append(make("MatMul", [node.input[0], stored.name], [product], name=node.name + ".matmul"))
+        nodes.append(make("MatMul", [node.input[0], transposed[weight.name].name], [product],
+                          name=node.name + ".matmul"))
         if biased:
             nodes.append(make("Add", [product, node.input[2]], [node.output[0]], name=node.name + ".add"))
-    del proto.graph.node[:]
+    used = {name for node in nodes for name in node.input}
+    kept = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.node[:], proto.graph.initializer[:]
     proto.graph.node.extend(nodes)
+    proto.graph.initializer.extend([*kept, *transposed.values()])
     return proto
 
 
