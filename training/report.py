@@ -78,11 +78,10 @@ def render_report(report: dict) -> str:
         "",
         "## Export",
         "",
-        f"ONNX Runtime ({parity.get('weights', 'float32')} weights) vs torch over {parity['samples']} test images: "
+        f"ONNX Runtime ({parity['weights']} weights) vs torch over {parity['samples']} test images: "
         f"max abs difference {max(parity['max_abs_diff'].values()):.2e}, identical decisions: "
-        f"{parity['identical_decisions']} ({100 * parity.get('decisions_agreeing', 1.0):.2f} % agreeing)."
-        + (f" An image alone and in a shared call: outputs apart by at most {parity['batch_spread']:.1e}."
-           if "batch_spread" in parity else ""),
+        f"{parity['identical_decisions']} ({100 * parity['decisions_agreeing']:.2f} % agreeing). An image alone "
+        f"and in a shared call: outputs apart by at most {parity['batch_spread']:.1e}.",
     ]
     if report.get("figures"):
         lines += ["", "## Figures", ""]
