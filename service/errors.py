@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from openset.config import problems
 
@@ -42,6 +43,8 @@ def error_for(err: Exception, request: Request) -> JSONResponse:
         return error_response(str(err.detail), err.status_code, err.headers)
     if isinstance(err, RequestValidationError):
         return error_response(validation_message(err.errors()), 422)
+    if isinstance(err, ClientDisconnect):  # gone before its body was read: nobody to answer (nginx's 499)
+        return error_response("client closed the request", 499)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=err)
     return error_response("internal error", 500)
 

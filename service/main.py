@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One layer in front of FastAPI (service.gateway); CORS, when open, before it, so that its headers reach
     # even the gateway's own 413s.
     entry = Gateway(partial(FastAPI.__call__, app), metrics=metrics, max_bytes=settings.max_body_bytes,
-                    timeout=settings.body_timeout, direct=DirectRoutes(routers) if settings.direct_routes else None)
+                    direct=DirectRoutes(routers) if settings.direct_routes else None)
     if settings.cors_origins:
         entry = CORSMiddleware(entry, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                                allow_headers=["*"])

@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     # Enables POST /admin/reload (hot reload of model_dir); without it the admin API is not mounted.
     admin_key: SecretStr | None = None
-    # Slow clients: the request head and the body must each arrive within these many seconds (408).
+    # Slow clients (408, service/protocol.py, as openset-serve runs): a request's head must be complete this long
+    # after it began, and its body may pause no longer than body_timeout between two reads.
     header_timeout: float = Field(10.0, gt=0)
     body_timeout: float = Field(30.0, gt=0)
     # On SIGTERM: stop accepting, let in-flight requests finish for at most this long.

@@ -1,5 +1,6 @@
 """Hostile clients against the real server: each gets a 4xx/408 in bounded time and memory stays bounded."""
 
+import http.client
 import io
 import json
 import socket
@@ -12,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import running_server
 
@@ -128,3 +130,61 @@ def test_slow_clients_get_408_and_others_are_still_served(server):
         sock.close()
         assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert time.perf_counter() - start < 5  # deadlines of 1 s, not the client's patience
+
+
+def requests_counted(url: str, status: int) -> float:
+    """openset_requests_total of POST /v1/predict answered with ``status``, read from /metrics."""
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=SECONDS).text)
+    return sum(sample.value for family in families if family.name == "openset_requests" for sample in family.samples
+               if sample.name == "openset_requests_total" and sample.labels == {
+                   "route": "/v1/predict", "method": "POST", "status": str(status)})
+
+
+def test_a_stalled_body_is_answered_408_and_counted(server):
+    url, _ = server
+    before = requests_counted(url, 408)
+    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=SECONDS)
+    sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n"
+                 b"\r\n" + b"\x89PNG")
+    answer = read_all(sock)
+    sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower(), answer[:200]
+    assert json.loads(body) == {"error": "request body not received in time"}
+    deadline = time.monotonic() + SECONDS
+    while requests_counted(url, 408) == before and time.monotonic() < deadline:
+        time.sleep(0.05)  # (the gateway counts the request once its handler has seen the client go)
+    assert requests_counted(url, 408) == before + 1
+
+
+def test_a_body_that_keeps_coming_is_served_past_the_deadline(server):
+    """The body deadline (1 s here) is for each read, not for the whole body: a slow upload that never stalls
+    for a second is answered, even after 2 s."""
+    url, _ = server
+    image = digit_png()
+    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nConnection: close\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(image))
+    start, pieces = time.monotonic(), np.array_split(np.frombuffer(image, np.uint8), 6)
+    for piece in pieces:
+        time.sleep(0.4)
+        sock.sendall(piece.tobytes())
+    answer = read_all(sock)
+    sock.close()
+    assert time.monotonic() - start > 2
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert "label" in json.loads(body)
+
+
+def test_a_stalled_head_on_a_kept_alive_connection_is_answered_408(server):
+    url, _ = server
+    connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=SECONDS)
+    connection.request("GET", "/v2/health/ready")
+    first = connection.getresponse()
+    assert first.status == 200 and first.read() and not first.will_close
+    connection.sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # the next one stalls
+    answer = read_all(connection.sock)
+    connection.close()
+    assert answer.startswith(b"HTTP/1.1 408") and answer.endswith(b'{"error": "request headers not received in time"}')
