@@ -93,7 +93,7 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
                 self._arm(self.header_timeout)
         elif self._body_pending() and not self.transport.is_closing():
             self._arm(self.body_timeout)  # for each read of the body
-        else:
+        else:  # nothing is arriving: between requests, uvicorn's keep-alive timeout applies
             self._disarm()
 
     def on_message_begin(self) -> None:
@@ -104,12 +104,6 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._disarm()  # the head's deadline (or the connection's) ends here; data_received sets the body's
         super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        # Between requests uvicorn's own keep-alive timeout applies; ours starts with the next request's bytes.
-        if not self._body_pending():
-            self._disarm()
-        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
