@@ -103,6 +103,19 @@ def test_hostile_inputs_get_4xx_in_bounded_time_and_memory(server):
     assert after - before < 100, f"RSS grew from {before:.0f} to {after:.0f} MiB"
 
 
+# A request whose headers are complete and whose body stops after 4 of its 1,000 bytes.
+STALLED_BODY = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n"
+                b"\r\n\x89PNG")
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def connect(url: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port_of(url)), timeout=SECONDS)
+
+
 def read_all(sock: socket.socket) -> bytes:
     data = b""
     while chunk := sock.recv(65536):
@@ -112,16 +125,14 @@ def read_all(sock: socket.socket) -> bytes:
 
 def test_slow_clients_get_408_and_others_are_still_served(server):
     url, _ = server
-    port = int(url.rsplit(":", 1)[1])
     slow_heads, slow_bodies = [], []
     for _ in range(25):  # slowloris: a request line and half a header, then nothing
-        sock = socket.create_connection(("127.0.0.1", port), timeout=SECONDS)
+        sock = connect(url)
         sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         slow_heads.append(sock)
     for _ in range(25):  # complete headers, then a trickle of body
-        sock = socket.create_connection(("127.0.0.1", port), timeout=SECONDS)
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n"
-                     b"\r\n" + b"\x89PNG")
+        sock = connect(url)
+        sock.sendall(STALLED_BODY)
         slow_bodies.append(sock)
     start = time.perf_counter()
     assert httpx.get(f"{url}/v2/health/ready", timeout=SECONDS).status_code == 200  # others are served meanwhile
@@ -140,21 +151,37 @@ def requests_counted(url: str, status: int) -> float:
                    "route": "/v1/predict", "method": "POST", "status": str(status)})
 
 
+def counted_soon(url: str, status: int, expected: float) -> bool:
+    """Whether the count of ``status`` reaches ``expected`` within the test's patience: the gateway counts a
+    request whose client has gone once its handler has seen it go."""
+    deadline = time.monotonic() + SECONDS
+    while requests_counted(url, status) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return requests_counted(url, status) == expected
+
+
 def test_a_stalled_body_is_answered_408_and_counted(server):
     url, _ = server
     before = requests_counted(url, 408)
-    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=SECONDS)
-    sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n"
-                 b"\r\n" + b"\x89PNG")
+    sock = connect(url)
+    sock.sendall(STALLED_BODY)
     answer = read_all(sock)
     sock.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower(), answer[:200]
     assert json.loads(body) == {"error": "request body not received in time"}
-    deadline = time.monotonic() + SECONDS
-    while requests_counted(url, 408) == before and time.monotonic() < deadline:
-        time.sleep(0.05)  # (the gateway counts the request once its handler has seen the client go)
-    assert requests_counted(url, 408) == before + 1
+    assert counted_soon(url, 408, before + 1)
+
+
+def test_a_client_gone_mid_body_is_counted_499_and_not_logged_as_an_error(server):
+    url, process = server
+    before = requests_counted(url, 499)
+    sock = connect(url)
+    sock.sendall(STALLED_BODY)
+    time.sleep(0.2)  # (the server has read the head and waits for the body)
+    sock.close()
+    assert counted_soon(url, 499, before + 1)
+    assert "unhandled error" not in process.log.read_text()
 
 
 def test_a_body_that_keeps_coming_is_served_past_the_deadline(server):
@@ -162,7 +189,7 @@ def test_a_body_that_keeps_coming_is_served_past_the_deadline(server):
     for a second is answered, even after 2 s."""
     url, _ = server
     image = digit_png()
-    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=SECONDS)
+    sock = connect(url)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nConnection: close\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(image))
@@ -180,7 +207,7 @@ def test_a_body_that_keeps_coming_is_served_past_the_deadline(server):
 
 def test_a_stalled_head_on_a_kept_alive_connection_is_answered_408(server):
     url, _ = server
-    connection = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=SECONDS)
+    connection = http.client.HTTPConnection("127.0.0.1", port_of(url), timeout=SECONDS)
     connection.request("GET", "/v2/health/ready")
     first = connection.getresponse()
     assert first.status == 200 and first.read() and not first.will_close
