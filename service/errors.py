@@ -50,7 +50,8 @@ def error_for(err: Exception, request: Request) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    for kind in (ServiceError, StarletteHTTPException, RequestValidationError, Exception):
+    # (a kind of its own, not under Exception: Starlette re-raises what its catch-all handler answered)
+    for kind in (ServiceError, StarletteHTTPException, RequestValidationError, ClientDisconnect, Exception):
         app.add_exception_handler(kind, _handler)
 
 

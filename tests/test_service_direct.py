@@ -231,3 +231,25 @@ def test_numbers_without_booleans_agrees_with_the_look_at_every_type(values):
     assert (checked is None) == (quick is None)
     if checked is not None:
         assert quick.dtype == checked.dtype and np.array_equal(quick, checked)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_a_client_gone_before_its_body_is_a_499_on_both_paths(shipped_model_dir, on):
+    """The server tells the app the client has gone (``http.disconnect``) instead of its body: the request ends as
+    a 499, without an error escaping to the server, on the direct path and on FastAPI's alike."""
+    app = create_app(Settings(model_dir=shipped_model_dir, direct_routes=on))
+    sent = []
+
+    async def gone():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/predict", "raw_path": b"/v1/predict", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", b"100")],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {}}
+    with TestClient(app) as client:  # (its lifespan loads the model)
+        client.portal.call(app, scope, gone, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
