@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The serving image: FastAPI + ONNX Runtime on python:3.11-slim, no torch, non-root, the shipped model inside.
+# The serving image: FastAPI + ONNX Runtime on python:3.11-slim, no torch, non-root, the shipped models inside.
 #   docker build -t openset .
 #   docker run -p 8000:8000 openset
 # (Where Docker has no bridge network, add --network host to both and drop -p.) The training image, with
@@ -29,10 +29,11 @@ FROM python:3.11-slim AS serve
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin openset
 COPY --from=build /opt/venv /opt/venv
 COPY models/mnist-0to4/model.onnx models/mnist-0to4/model.json /app/models/mnist-0to4/
+COPY models/mnist-0to4-cnn/model.onnx models/mnist-0to4-cnn/model.json /app/models/mnist-0to4-cnn/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    OPENSET_MODEL_DIR=/app/models/mnist-0to4 \
+    OPENSET_MODEL_REPOSITORY=/app/models \
     OPENSET_HOST=0.0.0.0 \
     OPENSET_PORT=8000 \
     OPENSET_WORKERS=1

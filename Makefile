@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-MODEL ?= models/mnist-0to4
-CONFIG ?= configs/mnist-0to4.json
+# The shipped models: models/<name>, each made from configs/<name>.json (the first is the default model).
+MODELS ?= mnist-0to4 mnist-0to4-cnn
 
 .PHONY: run train evaluate test test-docker lint audit browser clean
 
@@ -26,20 +26,21 @@ $(VENV)/.installed-%: pyproject.toml constraints.txt
 	$(PIP) -c constraints.txt -e ".[$(EXTRAS_$*)]"
 	@touch $@
 
-## run: serve the shipped model on http://127.0.0.1:8000 (TRAIN=1: re-create it first from its config)
+## run: serve the shipped models (every folder of models/) on http://127.0.0.1:8000 (TRAIN=1: re-create them
+## first from their configs)
 run: $(VENV)/.installed-serve
 ifeq ($(TRAIN),1)
 	$(MAKE) train
 endif
-	OPENSET_MODEL_DIR=$(MODEL) $(BIN)/openset-serve
+	$(BIN)/openset-serve
 
-## evaluate: re-measure the shipped model with ONNX Runtime on the test data (no torch needed)
+## evaluate: re-measure the shipped models with ONNX Runtime on the test data (no torch needed)
 evaluate: $(VENV)/.installed-serve
-	$(BIN)/openset evaluate --model $(MODEL)
+	for name in $(MODELS); do $(BIN)/openset evaluate --model models/$$name || exit 1; done
 
-## train: re-create the shipped model from its config
+## train: re-create the shipped models from their configs
 train: $(VENV)/.installed-train
-	$(BIN)/openset train --config $(CONFIG) --out $(MODEL)
+	for name in $(MODELS); do $(BIN)/openset train --config configs/$$name.json --out models/$$name || exit 1; done
 
 ## test: lint and the whole test suite but the Docker group (the demo-page tests drive Debian's Chromium)
 test: $(VENV)/.installed-dev lint browser

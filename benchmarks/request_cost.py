@@ -116,7 +116,7 @@ async def main() -> None:
 
     app = create_app(Settings(model_dir=os.environ["OPENSET_MODEL_DIR"], log_level="warning"))
     async with app.router.lifespan_context(app):
-        found = cases(app.state.runtime.name)
+        found = cases(app.state.repository.default.name)
         apps = {"bare": bare, "v1": app, "v2": app, "binary": app}
         for name, target in apps.items():  # warm-up, and a check that the case is answered
             for _ in range(100):

@@ -68,13 +68,18 @@ class Normalization(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    # "mlp": fully connected layers on the pixels; "cnn": a small residual CNN (seed 002) whose
-    # pooled features then go through the same ``hidden`` layers.
+    # "mlp": fully connected layers on the pixels; "cnn": convolutional stages whose features then go through the
+    # same ``hidden`` layers.
     arch: Literal["mlp", "cnn"] = "mlp"
     # Widths of the hidden layers; () is multinomial logistic regression on the pixels (mlp).
     hidden: tuple[int, ...] = (512, 256)
-    # cnn only: channels of the residual stages; every stage after the first halves the resolution.
+    # cnn only: channels of the stages. "plain": two 3x3 convolutions and a 2x2 max-pool per stage, the last map
+    # flattened; "residual": one residual block per stage (seed 002), every stage after the first halving the
+    # resolution, then global average pooling. ``norm``: the convolutions' normalisation (models.NORMS; "known": batch
+    # norm with the known digits' statistics alone, every batch norm of the model so).
     channels: tuple[PositiveInt, ...] = Field((32, 64), min_length=1)
+    block: Literal["residual", "plain"] = "residual"
+    norm: Literal["batch", "known", "group"] = "batch"
     activation: Literal["relu", "sigmoid", "tanh", "leaky_relu"] = "relu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     batch_norm: bool = True
@@ -88,16 +93,16 @@ class ModelConfig(_Frozen):
     normalization: Normalization = Normalization()
 
 
-NegativeKind = Literal["recombine", "erase", "mixup", "noise", "flip", "mirror"]
+NegativeKind = Literal["recombine", "erase", "mixup", "noise", "flip", "mirror", "characters"]
 
 
 class NegativesConfig(_Frozen):
     """Where the sigmoid known-class head gets its negatives.
 
-    ``none``: the head is not trained; ``synthetic``: made from known training digits
-    (``kinds``); ``auxiliary:<dataset>``: outlier exposure with another dataset's training
-    split; ``supervised``: training images of the *unknown* digits — the seed's variant,
-    labelled as such in every report and never the default.
+    ``none``: the head is not trained; ``synthetic``: made from known training digits (``kinds``;
+    ``characters``: letters and symbols of stroke fonts, ``openset.characters``); ``auxiliary:<dataset>``: outlier
+    exposure with another dataset's training split; ``supervised``: training images of the *unknown* digits — the
+    seed's variant, labelled as such in every report and never the default.
     """
 
     source: str = "synthetic"
@@ -131,6 +136,18 @@ class ContrastiveConfig(_Frozen):
 
     weight: float = Field(0.0, ge=0.0)  # 0 = off (one view per digit)
     temperature: float = Field(0.1, gt=0.0)
+
+
+class OutlierSynthesisConfig(_Frozen):
+    """Virtual outliers in feature space (VOS, Du et al. 2022; ``openset.outliers``): after ``start_epoch`` epochs,
+    every batch adds the ``keep`` least likely of ``draws`` points drawn from each class's Gaussian (fitted to the
+    newest ``queue`` known embeddings of the class), which the known head learns to refuse."""
+
+    weight: float = Field(0.0, ge=0.0)  # 0 = off
+    start_epoch: int = Field(2, ge=1)  # the first epoch with virtual outliers
+    queue: int = Field(1000, ge=2)
+    draws: int = Field(2000, ge=1)
+    keep: int = Field(8, ge=1)
 
 
 class OptimConfig(_Frozen):
@@ -187,10 +204,17 @@ class Config(_Frozen):
     model: ModelConfig = ModelConfig()
     negatives: NegativesConfig = NegativesConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
+    outliers: OutlierSynthesisConfig = OutlierSynthesisConfig()
     optim: OptimConfig = OptimConfig()
     scores: ScoreConfig = ScoreConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _outliers_need_one_network(self) -> Config:
+        if self.outliers.weight and self.model.members > 1:
+            raise ValueError("outliers (virtual outliers) train one network: set model.members to 1")
+        return self
 
     @model_validator(mode="after")
     def _auxiliary_is_another_dataset(self) -> Config:

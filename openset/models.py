@@ -1,8 +1,10 @@
-"""The open-set network: a backbone (MLP or small residual CNN) gives one embedding, read by a softmax head over
-the known classes and a sigmoid known-class head."""
+"""The open-set network: a backbone (MLP or small CNN, plain or residual) gives one embedding, read by a softmax head
+over the known classes and a sigmoid known-class head."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -41,22 +43,78 @@ def _dense_layers(cfg: ModelConfig, width: int) -> tuple[list[nn.Module], int]:
     return layers, width
 
 
-class ResidualBlock(nn.Module):
-    """Two 3x3 convolutions with batch norm and a shortcut (He et al. 2016); ``stride`` 2 halves the size."""
+class KnownBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm whose batch statistics, in training, are those of the batch's first ``known`` images (the known
+    digits of a batch of knowns followed by negatives), applied to the whole batch; the running statistics follow
+    them alone. Set ``known`` for a pass with :func:`known_rows`; otherwise it is plain batch norm."""
 
-    def __init__(self, channels_in: int, channels_out: int, stride: int, activation: str, dropout: float) -> None:
+    known: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.known is None:
+            return super().forward(x)
+        part = x[: self.known]
+        mean, var = part.mean((0, 2, 3)), part.var((0, 2, 3), unbiased=False)
+        with torch.no_grad():
+            count = part.numel() // part.shape[1]
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * count / max(count - 1, 1), self.momentum)
+            self.num_batches_tracked += 1
+        scale = self.weight * torch.rsqrt(var + self.eps)  # (F.batch_norm takes no gradient through given statistics)
+        return x * scale[:, None, None] + (self.bias - mean * scale)[:, None, None]
+
+
+@contextlib.contextmanager
+def known_rows(model: nn.Module, known: int) -> Iterator[None]:
+    """For the block, every :class:`KnownBatchNorm2d` of ``model`` takes its statistics from the first ``known``
+    images of a batch."""
+    norms = [m for m in model.modules() if isinstance(m, KnownBatchNorm2d)]
+    for m in norms:
+        m.known = known
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.known = None
+
+
+# The convolutions' normalisation (``model.norm``). Batch norm's statistics mix the known digits with the negatives
+# of the same batch (and the running ones are those of the mix); "known" takes them from the known digits alone
+# (KnownBatchNorm2d: the negatives normalised as the knowns are); group norm (Wu & He 2018) has none, each image
+# normalised by itself.
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "batch": nn.BatchNorm2d,
+    "known": KnownBatchNorm2d,
+    "group": lambda channels: nn.GroupNorm(8 if channels % 8 == 0 else 1, channels),
+}
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with normalisation and a shortcut (He et al. 2016); ``stride`` 2 halves the size."""
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int, activation: str, dropout: float,
+                 norm: str = "batch") -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False), nn.BatchNorm2d(channels_out),
+            nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False), NORMS[norm](channels_out),
             ACTIVATIONS[activation](), nn.Dropout2d(dropout) if dropout else nn.Identity(),
-            nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False), nn.BatchNorm2d(channels_out),
+            nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False), NORMS[norm](channels_out),
         )
         self.shortcut = nn.Identity() if stride == 1 and channels_in == channels_out else nn.Sequential(
-            nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), nn.BatchNorm2d(channels_out))
+            nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), NORMS[norm](channels_out))
         self.activation = ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.body(x) + self.shortcut(x))
+
+
+def plain_stage(channels_in: int, channels_out: int, cfg: ModelConfig) -> nn.Sequential:
+    """Two 3x3 convolutions, each normalised and activated, then a 2x2 max-pool (VGG, Simonyan & Zisserman 2015)."""
+    layers: list[nn.Module] = []
+    for width_in in (channels_in, channels_out):
+        layers += [nn.Conv2d(width_in, channels_out, 3, 1, 1, bias=False), NORMS[cfg.norm](channels_out),
+                   ACTIVATIONS[cfg.activation]()]
+    return nn.Sequential(*layers, nn.MaxPool2d(2))
 
 
 def mlp_backbone(cfg: ModelConfig, side: int) -> tuple[nn.Module, int]:
@@ -65,12 +123,21 @@ def mlp_backbone(cfg: ModelConfig, side: int) -> tuple[nn.Module, int]:
 
 
 def cnn_backbone(cfg: ModelConfig, side: int) -> tuple[nn.Module, int]:
-    """A stem convolution, one residual block per stage, global average pooling, then the dense layers."""
+    """``block = "plain"``: one :func:`plain_stage` per entry of ``channels`` (each halves the resolution), the
+    feature map flattened, then the dense layers. ``"residual"``: a stem convolution, one residual block per stage,
+    global average pooling, then the dense layers."""
+    if cfg.block == "plain":
+        stages = [plain_stage(c_in, c_out, cfg) for c_in, c_out in zip((1, *cfg.channels[:-1]), cfg.channels,
+                                                                        strict=True)]
+        flat = cfg.channels[-1] * (side >> len(cfg.channels)) ** 2
+        dense, width = _dense_layers(cfg, flat)
+        return nn.Sequential(*stages, nn.Flatten(), *dense), width
     stem = cfg.channels[0]
-    layers: list[nn.Module] = [nn.Conv2d(1, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem),
+    layers: list[nn.Module] = [nn.Conv2d(1, stem, 3, 1, 1, bias=False), NORMS[cfg.norm](stem),
                                ACTIVATIONS[cfg.activation]()]
     for stage, (channels_in, channels_out) in enumerate(zip((stem, *cfg.channels[:-1]), cfg.channels, strict=True)):
-        layers.append(ResidualBlock(channels_in, channels_out, 1 if stage == 0 else 2, cfg.activation, cfg.dropout))
+        layers.append(ResidualBlock(channels_in, channels_out, 1 if stage == 0 else 2, cfg.activation, cfg.dropout,
+                                    cfg.norm))
     dense, width = _dense_layers(cfg, cfg.channels[-1])
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), *dense), width
 

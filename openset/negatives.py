@@ -2,7 +2,8 @@
 
 The honest default builds negatives from the known training digits of each batch only
 (``synthetic``); no image of an unknown class is involved. Each kind is a function
-``(images, labels, generator) -> images`` working on a whole batch.
+``(images, labels, generator) -> images`` working on a whole batch; ``characters`` draws letters and symbols of
+stroke fonts instead (``openset.characters``), never a digit.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from openset.config import NegativesConfig
+from openset.augment import augment
+from openset.config import AugmentConfig, NegativesConfig
 
 Kind = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -97,6 +99,17 @@ def mirror(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> 
     overlap = (ink & flipped_ink).sum((1, 2, 3)) / (ink | flipped_ink).sum((1, 2, 3)).clamp_min(1)
     return torch.where((overlap > MIRROR_OVERLAP)[:, None, None, None], flip(images, labels, gen), flipped)
 
+
+def character_kind(bank: torch.Tensor, augment_cfg: AugmentConfig | None) -> Kind:
+    """Letters and symbols of stroke fonts (``openset.characters.glyph_bank``), changed as the batch's digits are:
+    outlier exposure with characters that are not digits."""
+    def draw(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        picks = bank[torch.randint(len(bank), (len(images),), generator=gen)]
+        return augment(picks, augment_cfg, gen) if augment_cfg is not None else picks
+
+    return draw
+
+
 KINDS: dict[str, Kind] = {
     "recombine": recombine,
     "erase": erase,
@@ -110,16 +123,21 @@ KINDS: dict[str, Kind] = {
 class NegativeSampler:
     """Draws ``ratio * batch`` negatives per batch from the configured source.
 
-    ``pool`` holds the images for ``auxiliary:*`` and ``supervised`` sources.
+    ``pool`` holds the images for ``auxiliary:*`` and ``supervised`` sources; ``glyphs`` the glyph bank of the
+    ``characters`` kind, changed by ``augment_cfg`` (None: as drawn).
     """
 
-    def __init__(self, cfg: NegativesConfig, pool: torch.Tensor | None = None) -> None:
+    def __init__(self, cfg: NegativesConfig, pool: torch.Tensor | None = None, glyphs: torch.Tensor | None = None,
+                 augment_cfg: AugmentConfig | None = None) -> None:
         self.cfg = cfg
         self.pool = pool
         kind = cfg.source.partition(":")[0]
         if kind in ("auxiliary", "supervised") and (pool is None or len(pool) == 0):
             raise ValueError(f"negative source {cfg.source!r} needs a pool of images")
-        self.kinds = [KINDS[k] for k in cfg.kinds] if kind == "synthetic" else []
+        if kind == "synthetic" and "characters" in cfg.kinds and glyphs is None:
+            raise ValueError("the characters kind of negatives needs a glyph bank")
+        kinds = KINDS if glyphs is None else {**KINDS, "characters": character_kind(glyphs, augment_cfg)}
+        self.kinds = [kinds[k] for k in cfg.kinds] if kind == "synthetic" else []
 
     @property
     def enabled(self) -> bool:

@@ -1,11 +1,12 @@
 """The one ASGI layer in front of the routes: every HTTP request passes it once.
 
-Per request it pins the served model (``service.lifecycle``: a hot reload never changes the model under a request
-that is being answered) and counts the request in that model's requests in flight (the batcher's signal);
+Per request it pins the served models (``service.lifecycle``: a hot reload never changes the model under a request
+that is being answered) and counts the request in the server's requests in flight (the batchers' signal);
 refuses a body over the limit (413, at once from Content-Length, else while a chunked body streams); calls the
 busy routes itself (``service.direct``); and times, counts and logs the request under its id. Every response
-carries ``X-Request-ID`` and ``X-Model-Version``. One layer, not a stack of three: each layer of a middleware
-stack costs a pass of its own on every request (docs/performance.md). A slow body's deadline (408) is the server
+carries ``X-Request-ID`` and ``X-Model-Version`` (the model that answered it, else the default model). One layer,
+not a stack of three: each layer of a middleware stack costs a pass of its own on every request
+(docs/performance.md). A slow body's deadline (408) is the server
 protocol's (``service.protocol``), a timer per read of the socket rather than one per ``receive``: a timeout
 around each ``receive`` cost 10–13 µs of a 0.2 ms request (docs/performance.md).
 """
@@ -25,8 +26,11 @@ from service.protocol import ANSWERED
 CLOSE = {"Connection": "close"}
 
 
+MODEL = "model"  # the scope state's key of the model that answers a request (service.guards.served_model)
+
+
 def model_version(runtime) -> str:
-    return f"{runtime.name}/{runtime.version}" if runtime.ready else "none"
+    return f"{runtime.name}/{runtime.version}" if runtime is not None and runtime.ready else "none"
 
 
 class Gateway:
@@ -43,20 +47,22 @@ class Gateway:
         start = time.perf_counter()
         headers = dict(scope.get("headers") or ())
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
-        runtime = scope["app"].state.runtime
-        scope.setdefault("state", {})["runtime"] = runtime
-        added = [(b"x-request-id", request_id.encode("latin-1")),
-                 (b"x-model-version", model_version(runtime).encode("latin-1", "replace"))]
+        app_state = scope["app"].state
+        repository, in_flight = app_state.repository, app_state.in_flight
+        state = scope.setdefault("state", {})
+        state["repository"] = repository
         status = 500
 
         async def send_with_headers(message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *added]
+                answered_by = state.get(MODEL) or repository.default
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode("latin-1")),
+                                      (b"x-model-version", model_version(answered_by).encode("latin-1", "replace"))]
             await send(message)
 
-        runtime.in_flight += 1
+        in_flight.count += 1
         try:
             length = headers.get(b"content-length")
             if length is not None and not length.isdigit():
@@ -72,7 +78,7 @@ class Gateway:
                 else:
                     await self.app(scope, receive, send_with_headers)
         finally:
-            runtime.in_flight -= 1
+            in_flight.count -= 1
             status = scope.get(ANSWERED, status)
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"

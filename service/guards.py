@@ -1,4 +1,5 @@
-"""Request guards: the optional API key (a dependency) and readiness; the body limit is in ``service.gateway``."""
+"""Request guards: the optional API key (a dependency) and the model a request names (404, 503); the body limit is
+in ``service.gateway``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hmac
 from fastapi import Request
 
 from service.errors import ServiceError
+from service.gateway import MODEL
 from service.runtime import ModelRuntime
 
 
@@ -27,10 +29,10 @@ def api_key_dependency(expected: str):
     return require_api_key
 
 
-def ready_runtime(request: Request) -> ModelRuntime:
-    """The model this request was pinned to (see ``service.lifecycle``), or 503 while there is none.
-    Called directly on the hot path: a FastAPI dependency costs more than the check."""
-    runtime: ModelRuntime = request.state.runtime
-    if not runtime.ready:
-        raise ServiceError("model not loaded", 503)
+def served_model(request: Request, name: str | None = None) -> ModelRuntime:
+    """The model of that name (None: the default) in the snapshot this request was pinned to (see
+    ``service.lifecycle``): 404 for a model not served, 503 while none is loaded. It answers the request (its
+    ``X-Model-Version``). Called directly on the hot path: a FastAPI dependency costs more than the check."""
+    runtime = request.state.repository.get(name)
+    request.scope["state"][MODEL] = runtime
     return runtime

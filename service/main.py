@@ -1,7 +1,8 @@
-"""Builds the FastAPI app: settings, the model runtime (loaded in the lifespan), routes, errors, metrics.
+"""Builds the FastAPI app: settings, the served models (loaded in the lifespan), routes, errors, metrics.
 
 Run: ``openset-serve`` (or ``uvicorn service.main:create_app --factory``). A model that is missing,
-corrupt or breaks the contract stops the server at start-up with a one-line reason.
+corrupt or breaks the contract stops the server at start-up with a one-line reason, as does a repository with no
+model, two models of one name or without the default model.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from service.direct import DirectRoutes
 from service.errors import install_error_handlers
 from service.gateway import Gateway, model_version
 from service.guards import api_key_dependency
-from service.lifecycle import install_sighup, load_runtime, publish
+from service.lifecycle import install_sighup, load_repository, publish
 from service.observability import MULTIPROCESS_DIR, Metrics, configure_logging
+from service.repository import ModelRepository
 from service.routes import admin, ops, predict, v2
-from service.runtime import ModelRuntime
+from service.runtime import InFlight
 from service.schemas import request_components
 from service.settings import Settings, get_settings
 
@@ -37,13 +39,14 @@ log = logging.getLogger("openset.service")
 
 
 def openapi(app: FastAPI) -> dict:
-    """The OpenAPI schema, its request bodies those of the model being served (made again after a reload)."""
+    """The OpenAPI schema, its request bodies those of the default model (made again after a reload)."""
     if app.openapi_schema is None:
-        runtime = app.state.runtime
+        default = app.state.repository.default
+        ready = default is not None and default.ready
         schema = FastAPI.openapi(app)  # FastAPI's own, which it keeps in app.openapi_schema
         schema.setdefault("components", {}).setdefault("schemas", {}).update(
-            request_components(runtime.manifest if runtime.ready else None))
-        if not runtime.ready:
+            request_components(default.manifest if ready else None))
+        if not ready:
             app.openapi_schema = None
         return schema
     return app.openapi_schema
@@ -72,10 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        runtime = load_runtime(settings)
-        publish(app, runtime)
-        log.info(json.dumps({"event": "model_loaded", "model": model_version(runtime),
-                             "threshold": runtime.manifest.threshold, "model_dir": str(settings.model_dir)}))
+        repository = load_repository(settings, app.state.in_flight)
+        publish(app, repository)
+        for runtime in repository.models.values():
+            log.info(json.dumps({"event": "model_loaded", "model": model_version(runtime),
+                                 "default": runtime is repository.default, "threshold": runtime.manifest.threshold,
+                                 "model_dir": str(runtime.model_dir)}))
         install_sighup(app)
         yield
 
@@ -86,7 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: openapi(app)
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.runtime = ModelRuntime(settings.model_dir)  # not ready until the lifespan loads it
+    app.state.repository = ModelRepository({}, None)  # empty (not ready) until the lifespan loads the models
+    app.state.in_flight = InFlight()
     app.state.reload_lock = asyncio.Lock()
     secured = [Depends(api_key_dependency(settings.api_key.get_secret_value()))] if settings.api_key else []
     routers = [(predict.router, secured), (v2.models, secured), (v2.health, []), (ops.router, [])]
@@ -114,7 +120,7 @@ def serve() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     try:
-        load_runtime(settings)
+        load_repository(settings)
     except ArtifactError as err:
         print(f"openset-serve: cannot start: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -29,19 +29,20 @@ class Metrics:
         self.latency = Histogram("openset_request_duration_seconds", "Request latency by route",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.predictions = Counter("openset_predictions_total",
-                                   "Decisions by label; the share of 'other' is the drift signal",
-                                   ["label"], registry=self.registry)
-        self.batch_size = Histogram("openset_batch_size", "Images per request (concurrent requests may share "
-                                    "a model call: adaptive batching)",
+                                   "Decisions by model and label; the share of 'other' is the drift signal",
+                                   ["model", "label"], registry=self.registry)
+        self.batch_size = Histogram("openset_batch_size", "Images per request by model (concurrent requests may "
+                                    "share a model call: adaptive batching)", ["model"],
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
         # With several workers: 1 while any worker serves that model ("max" over the workers).
         self.model_info = Gauge("openset_model_info", "The served model (value 1)",
                                 ["name", "version", "sha256", "threshold"], registry=self.registry,
                                 multiprocess_mode="max")
         self._children: dict[tuple, tuple] = {}
-        self._by_label: dict[str, object] = {}
-        self.reloads = Counter("openset_model_reloads_total", "Hot reloads by result (ok, refused)",
-                               ["result"], registry=self.registry)
+        self._by_label: dict[tuple[str, str], object] = {}
+        self._batch_sizes: dict[str, object] = {}
+        self.reloads = Counter("openset_model_reloads_total", "Hot reloads by model (its directory's name when "
+                               "refused) and result (ok, refused)", ["model", "result"], registry=self.registry)
 
     def exposition(self) -> bytes:
         """The text ``/metrics`` answers: this app's registry, or every worker's values in multiprocess mode."""
@@ -61,12 +62,15 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_predictions(self, labels: list[str]) -> None:
-        self.batch_size.observe(len(labels))
+    def observe_predictions(self, model: str, labels: list[str]) -> None:
+        sizes = self._batch_sizes.get(model)
+        if sizes is None:
+            sizes = self._batch_sizes[model] = self.batch_size.labels(model)
+        sizes.observe(len(labels))
         for label, count in collections.Counter(labels).items():
-            child = self._by_label.get(label)
-            if child is None:  # (labels are the model's classes and the unknown label: a bounded set)
-                child = self._by_label[label] = self.predictions.labels(label)
+            child = self._by_label.get((model, label))
+            if child is None:  # (the served models' classes and unknown labels: a bounded set)
+                child = self._by_label[model, label] = self.predictions.labels(model, label)
             child.inc(count)
 
 

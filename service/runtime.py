@@ -26,6 +26,13 @@ async def off_the_loop(call, images: np.ndarray):
     return call(images)
 
 
+@dataclass
+class InFlight:
+    """The requests the server is answering: the gateway counts them, every model's batcher reads the count."""
+
+    count: int = 0
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -41,14 +48,14 @@ class ModelRuntime:
     """The served model: an artefact opened by :func:`openset.manifest.load_artifact`, which has checked its
     manifest, hash and graph. Until :meth:`load` it is not ready."""
 
-    def __init__(self, model_dir: str | Path, threads: int = 1, batch_images: int = 0, batch_wait_ms: float = 0.0
-                 ) -> None:
+    def __init__(self, model_dir: str | Path, threads: int = 1, batch_images: int = 0, batch_wait_ms: float = 0.0,
+                 in_flight: InFlight | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.artifact: Artifact | None = None
         # Concurrent requests through the model together (service.batching); off with 0 or 1.
         self.batcher = Batcher(self.run, batch_images, batch_wait_ms) if batch_images > 1 else None
-        self.in_flight = 0  # requests being answered by this runtime (service.gateway.Gateway)
+        self.in_flight = in_flight or InFlight()  # the server's requests in flight (service.gateway.Gateway)
 
     def load(self) -> ModelRuntime:
         """Open the model directory (raises :class:`~openset.artifacts.ArtifactError` with a one-line reason)."""
@@ -87,7 +94,7 @@ class ModelRuntime:
             # One turn of the event loop first: requests that have arrived meanwhile get as far as here too (and
             # count as in flight), so that they meet in one call instead of queueing one behind the other.
             await asyncio.sleep(0)
-            if self.in_flight > 1 or batcher.busy:
+            if self.in_flight.count > 1 or batcher.busy:
                 return await batcher(images)
         return await off_the_loop(self.run, images)
 

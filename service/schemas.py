@@ -124,6 +124,17 @@ class ModelReady(BaseModel):
     ready: bool
 
 
+class ModelState(BaseModel):
+    name: str
+    version: str
+    state: str = Field(description="READY, or UNAVAILABLE")
+
+
+class ModelIndex(BaseModel):
+    default: str | None = Field(description="the model v1 answers with when a request names none")
+    models: list[ModelState]
+
+
 class BinaryDataSize(BaseModel):
     binary_data_size: int = Field(ge=0, description="bytes of this tensor after the JSON header")
 

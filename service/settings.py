@@ -13,13 +13,17 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "mnist-0to4"
+MODEL_REPOSITORY = Path(__file__).resolve().parents[1] / "models"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENSET_", extra="ignore")
 
-    model_dir: Path = DEFAULT_MODEL_DIR
+    # Every model directory of the repository is served, by its manifest's name (service.repository); model_dir, if
+    # set, serves that one directory instead. v1 answers with default_model unless a request names another.
+    model_repository: Path = MODEL_REPOSITORY
+    model_dir: Path | None = None
+    default_model: str = "mnist-0to4"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)

@@ -77,9 +77,10 @@ def model_copy(tmp_path, shipped_model_dir) -> Path:
 
 
 @contextlib.contextmanager
-def running_server(model_dir: Path, **settings: str):
-    """``openset-serve`` (uvicorn) on a free loopback port with ``OPENSET_*`` settings; yields (url, process).
-    The server's stderr (its JSON logs) goes to a file, ``process.log``, read with ``process.log.read_text()``."""
+def running_server(model_dir: Path | None, **settings: str):
+    """``openset-serve`` (uvicorn) on a free loopback port with ``OPENSET_*`` settings, serving ``model_dir`` (None:
+    the repository's ``models/``, every model in it); yields (url, process). The server's stderr (its JSON logs)
+    goes to a file, ``process.log``, read with ``process.log.read_text()``."""
     import subprocess
     import sys
     import tempfile
@@ -87,7 +88,8 @@ def running_server(model_dir: Path, **settings: str):
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "OPENSET_MODEL_DIR": str(model_dir), "OPENSET_PORT": str(port),
+    served = {"OPENSET_MODEL_DIR": str(model_dir)} if model_dir else {"OPENSET_MODEL_REPOSITORY": str(REPO / "models")}
+    env = {**{k: v for k, v in os.environ.items() if k != "OPENSET_MODEL_DIR"}, **served, "OPENSET_PORT": str(port),
            "OPENSET_HOST": "127.0.0.1", "OPENSET_LOG_LEVEL": "warning",
            **{f"OPENSET_{key.upper()}": value for key, value in settings.items()}}
     log = Path(tempfile.mkstemp(prefix="openset-serve-", suffix=".log")[1])
@@ -117,4 +119,11 @@ def running_server(model_dir: Path, **settings: str):
 def live_server(shipped_model_dir):
     """The real server with the shipped model; yields its base URL."""
     with running_server(shipped_model_dir) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def repository_server():
+    """The real server with every model of ``models/`` (the default model unless a request names another)."""
+    with running_server(None) as (url, _):
         yield url

@@ -25,6 +25,14 @@ def test_one_fold_and_the_shift_on_knowns(tmp_path, data_dir, monkeypatch, capsy
         assert {"knn", "known_head", "combined"} | grid <= set(result[figure])
         assert all(0.0 <= v <= 1.0 for v in result[figure].values())
     assert result["mean_auroc"]["knn"] > 0.7  # one epoch of a tiny network already tells a held-out digit apart
+    # The shipped score fold by fold (here the one fold), its FPR at 95 % TPR, and the worst fold.
+    assert set(result["mean_fpr95"]) == set(result["mean_auroc"])
+    assert result["shipped_folds"] == {"4": {"auroc": result["mean_auroc"]["combined"],
+                                             "fpr95": result["mean_fpr95"]["combined"],
+                                             "accepted": result["mean_accepted"]["combined"]}}
+    assert result["shipped_worst"] == {"auroc": result["mean_auroc"]["combined"],
+                                       "fpr95": result["mean_fpr95"]["combined"]}
+    assert 0.0 <= result["mean_fpr95"]["combined"] <= 1.0
     assert {"knn10/all", "knn5/8192"} <= set(result["mean_auroc"])
     # A lower threshold (accepting more known digits) accepts more of the held-out class too.
     for how in ("clean", "clean+augmented"):

@@ -54,6 +54,32 @@ def test_cnn_stages_are_residual_and_downsample():
     assert blocks[1](x).shape == (2, 8, 14, 14)  # the second stage halves the resolution
 
 
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_plain_cnn_stages_halve_the_resolution_and_flatten(norm):
+    cfg = ModelConfig(arch="cnn", block="plain", channels=(4, 8), hidden=(16,), norm=norm, batch_norm=False)
+    model = build_model(cfg, num_classes=5).eval()
+    stages = [m for m in model.backbone if isinstance(m, torch.nn.Sequential)]
+    assert len(stages) == 2 and all(isinstance(s[-1], torch.nn.MaxPool2d) for s in stages)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 4  # two 3x3 convolutions a stage
+    kind = torch.nn.BatchNorm2d if norm == "batch" else torch.nn.GroupNorm
+    assert sum(isinstance(m, kind) for m in model.modules()) == 4
+    assert stages[1](stages[0](torch.rand(2, 1, 28, 28))).shape == (2, 8, 7, 7)
+    assert model(torch.rand(3, 1, 28, 28)).embedding.shape == (3, 16)
+    assert build_model(cfg, num_classes=3, side=16)(torch.rand(2, 1, 16, 16)).logits.shape == (2, 3)
+
+
+def test_group_norm_answers_do_not_depend_on_the_batch_in_training_either():
+    """Group norm has no batch statistics: an image's output in train mode is its own whatever shares the batch
+    (batch norm's depends on the batch, which holds the negatives too)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="cnn", block="plain", channels=(8, 8), hidden=(), dropout=0.0, batch_norm=False)
+    x = torch.rand(4, 1, 28, 28)
+    group = build_model(cfg.model_copy(update={"norm": "group"}), num_classes=5).train()
+    torch.testing.assert_close(group(x[:1]).logits, group(x).logits[:1])
+    batch = build_model(cfg.model_copy(update={"norm": "batch"}), num_classes=5).train()
+    assert not torch.allclose(batch(x[:2]).logits[:1], batch(x).logits[:1])
+
+
 def test_cnn_needs_channels():
     with pytest.raises(ValueError):
         ModelConfig(arch="cnn", channels=())
@@ -83,3 +109,29 @@ def test_test_time_augmentation_averages_the_moved_copies():
     assert torch.allclose(model(x).logits, expected, atol=1e-6)
     model.train()
     assert torch.equal(model(x).logits, model._forward(x).logits)  # training sees single images
+
+
+def test_known_statistics_leave_batch_norm_to_the_known_digits():
+    """With ``norm = "known"`` the batch's statistics are those of its known digits, applied to the negatives too:
+    the knowns' outputs and the running statistics after a step are the same whatever the negatives are."""
+    from openset.models import KnownBatchNorm2d, known_rows
+
+    cfg = ModelConfig(arch="cnn", block="plain", channels=(4,), hidden=(), norm="known", batch_norm=False,
+                      dropout=0.0)
+    knowns = torch.rand(16, 1, 28, 28)
+    outputs, stats = [], []
+    for negatives in (torch.rand(16, 1, 28, 28) * 50, torch.zeros(16, 1, 28, 28)):
+        torch.manual_seed(0)
+        model = build_model(cfg, num_classes=5).train()
+        with known_rows(model, len(knowns)):
+            outputs.append(model(torch.cat([knowns, negatives])).logits[:16])
+        norm = next(m for m in model.modules() if isinstance(m, KnownBatchNorm2d))
+        assert norm.known is None  # only for the block
+        stats.append((norm.running_mean.clone(), norm.running_var.clone()))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    torch.testing.assert_close(stats[0], stats[1])
+    # Outside the block it is batch norm of the whole batch, and in eval mode of the running statistics.
+    torch.manual_seed(0)
+    plain = build_model(cfg, num_classes=5).train()
+    mixed = plain(torch.cat([knowns, torch.rand(16, 1, 28, 28) * 50])).logits[:16]
+    assert not torch.allclose(mixed, outputs[0])

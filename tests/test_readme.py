@@ -173,8 +173,9 @@ def test_openset_serve_with_the_venv_on_path_and_a_reload(make_run, newcomer, di
     with serving(f"{admin}{ACTIVATE} && {readme_command('openset-serve')}", newcomer, timeout=60):
         assert [a["label"] for a in run_curl_lines(newcomer)] == [digit_png, digit_png]
         [reloaded] = run_curl_lines(newcomer, "/admin/reload", env=admin)
-        meta = json.loads((newcomer / "models" / "mnist-0to4" / "model.json").read_text())
-        assert reloaded == {"model": f"{meta['name']}/{meta['version']}", "sha256": meta["onnx_sha256"]}
+        metas = [json.loads(path.read_text()) for path in sorted((newcomer / "models").glob("*/model.json"))]
+        assert reloaded == {"models": [{"model": f"{meta['name']}/{meta['version']}", "sha256": meta["onnx_sha256"]}
+                                       for meta in metas]}
 
 
 def test_openset_help_and_evaluate_on_the_serving_install(make_run, newcomer):

@@ -220,8 +220,8 @@ def test_metrics_count_routes_labels_and_model(client, samples):
     client.post("/v1/predict", json={"image": (samples[0][1] * 255).tolist()})
     client.post("/v1/predict", content=b"x", headers={"content-type": "text/plain"})
     text = client.get("/metrics").text
-    assert 'openset_predictions_total{label="other"}' in text
-    assert 'openset_predictions_total{label="1"}' in text
+    assert 'openset_predictions_total{label="other",model="mnist-0to4"}' in text
+    assert 'openset_predictions_total{label="1",model="mnist-0to4"}' in text
     assert 'openset_requests_total{method="POST",route="/v1/predict",status="415"}' in text
     assert "openset_request_duration_seconds_bucket" in text
     assert 'openset_model_info{name="mnist-0to4"' in text

@@ -49,7 +49,7 @@ async def served(settings: Settings, bodies: list[dict], path: str):
         transport = httpx.ASGITransport(app=arriving_together(app, len(bodies)))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             answers = await asyncio.gather(*(client.post(path, json=body) for body in bodies))
-        return answers, app.state.runtime
+        return answers, app.state.repository.default
 
 
 def test_concurrent_requests_share_calls_and_get_their_own_answers(shipped_model_dir):
@@ -93,7 +93,7 @@ def test_a_request_alone_in_the_server_calls_the_model_without_a_turn_for_compan
     model at once, without the event loop's turn that lets concurrent requests meet in one call; with others, or
     where it cannot know (an in-process client), it takes that turn."""
     runtime = ModelRuntime(shipped_model_dir, batch_images=8).load()
-    runtime.in_flight = 1
+    runtime.in_flight.count = 1
 
     async def took_a_turn(started) -> bool:
         monkeypatch.setattr(DeadlineHttpToolsProtocol, "server_tasks", started)

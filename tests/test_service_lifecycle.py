@@ -54,12 +54,12 @@ def test_reload_swaps_the_model_and_the_metrics_follow(client, model_dir):
     set_version(model_dir, "2")
     response = client.post("/admin/reload", headers=ADMIN)
     assert response.status_code == 200, response.text
-    assert response.json() == {"model": "mnist-0to4/2", "sha256": sha256_file(model_dir / "model.onnx")}
+    assert response.json() == {"models": [{"model": "mnist-0to4/2", "sha256": sha256_file(model_dir / "model.onnx")}]}
     answer = client.post("/v1/predict", json=DIGIT)
     assert served_version(answer) == "mnist-0to4/2" and answer.json()["model"]["version"] == "2"
     metrics = client.get("/metrics").text
     assert 'version="2"' in metrics and 'version="0.1.0+seed0"' not in metrics
-    assert 'openset_model_reloads_total{result="ok"} 1.0' in metrics
+    assert 'openset_model_reloads_total{model="mnist-0to4",result="ok"} 1.0' in metrics
 
 
 def contract_breaking_graph(path) -> None:
@@ -100,7 +100,7 @@ def test_a_broken_replacement_is_refused_and_the_old_model_keeps_serving(client,
     answer = client.post("/v1/predict", json=DIGIT)
     assert answer.status_code == 200 and served_version(answer) == "mnist-0to4/0.1.0+seed0"
     assert client.get("/v2/health/ready").status_code == 200
-    assert 'openset_model_reloads_total{result="refused"} 1.0' in client.get("/metrics").text
+    assert 'openset_model_reloads_total{model="model",result="refused"} 1.0' in client.get("/metrics").text
 
 
 def test_the_admin_api_needs_its_own_key(model_dir):

@@ -42,6 +42,7 @@ from openset.scores import Detector, fit_scores
 from training import robustness
 from training.checkpoints import model_checkpoint
 from training.evaluate import headline, shipped_metrics, unknown_sets
+from training.printed import printed_check
 from training.report import render_report
 
 PARITY_TOLERANCE = 1e-4  # float32 graph against torch, every output
@@ -232,6 +233,9 @@ def write_artifacts(
                 served, calibration.threshold,
                 robustness.balanced(data.test_known, per_class, seed=0),
                 robustness.balanced(data.test_unknown, per_class, seed=0), layout=Layout(**layout(side)))
+    with phase("printed check: letters and known digits in fonts training never saw"):
+        printed = printed_check(served, calibration.threshold, data.classes, [str(c) for c in data.classes],
+                                Layout(**layout(side)))
     manifest, graph_bytes = describe(cfg, data, module, calibration, evaluation, graph)
     class_names = list(manifest.classes)
     report = {
@@ -239,7 +243,7 @@ def write_artifacts(
         "threshold": calibration.threshold, "target_tpr": cfg.scores.target_tpr,
         "val_accepted": calibration.val_accepted,
         "shipped": evaluation.shipped, "scores": score_table(evaluation.scores), "parity": evaluation.parity,
-        "robustness": shifted, "history": history, "config": cfg.to_dict(),
+        "robustness": shifted, "printed": printed, "history": history, "config": cfg.to_dict(),
     }
     figures = (lambda folder: _figures(folder, calibration.threshold, history, data, evaluation, class_names,
                                        shifted)) if plots_enabled else None

@@ -73,6 +73,17 @@ def render_report(report: dict) -> str:
                   "the service's preprocessing and the ONNX graph, at the shipped threshold. Per change: the mean "
                   "over severities 1-3. Design choices looked only at known digits under the `tuning` changes; the "
                   "`held_out` changes are unseen.", "", *robustness_table(shifted)]
+    if report.get("printed"):
+        printed = report["printed"]
+        passed = ", ".join(f"{k} ×{v}" for k, v in list(printed["letters_passed"].items())[:12]) or "none"
+        lines += ["", "## Printed characters (fonts training never saw)", "",
+                  f"Letters and the known digits of the stroke fonts {', '.join(printed['fonts'])} (never used in "
+                  f"training), printed dark on white at pen widths {', '.join(map(str, printed['pens']))} of the page, "
+                  "through the service's preprocessing and the graph at the threshold. O, o, I and l are not counted "
+                  "(they are a 0 and a 1).", "",
+                  f"- letters answered `other`: **{_pct(printed['letters_refused'])}** of {printed['letters']}",
+                  f"- known digits answered right: **{_pct(printed['digits_right'])}** of {printed['digits']}",
+                  f"- letters let through, most often: {passed}"]
     parity = report["parity"]
     lines += [
         "",

@@ -23,10 +23,12 @@ from torch import nn
 from tqdm import tqdm
 
 from openset.augment import augment
+from openset.characters import glyph_bank
 from openset.config import Config, OptimConfig
 from openset.data import DATA_DIR_HELP, OpenSetData, Split, load_dataset, open_set_data
-from openset.models import ModelOutput, build_model, members
+from openset.models import ModelOutput, build_model, known_rows, members
 from openset.negatives import NegativeSampler
+from openset.outliers import VirtualOutliers
 from training.checkpoints import (
     TrainingInterrupted,
     TrainState,
@@ -74,6 +76,16 @@ def negative_pool(cfg: Config, data: OpenSetData, root: str | None) -> torch.Ten
     return None
 
 
+def negative_sampler(cfg: Config, data: OpenSetData, root: str | None) -> NegativeSampler:
+    """The config's negatives; the ``characters`` kind's glyphs exclude the look-alikes of the config's known
+    classes (not a holdout fold's: a held-out 0 is still no reason to draw an O)."""
+    glyphs = None
+    if "characters" in cfg.negatives.kinds:
+        glyphs = torch.from_numpy(glyph_bank(cfg.data.known_classes, seed=cfg.seed))
+    return NegativeSampler(cfg.negatives, negative_pool(cfg, data, root), glyphs,
+                           cfg.augment if cfg.data.augment else None)
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -85,6 +97,8 @@ def train_one_epoch(
     epoch: int,
 ) -> dict[str, float]:
     model.train()
+    virtual = VirtualOutliers(cfg.outliers, members(model)[0].classifier.out_features) \
+        if cfg.outliers.weight and epoch >= cfg.outliers.start_epoch else None
     all_images, all_labels = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     order = torch.randperm(len(train), generator=gen)
     batches = order.split(cfg.optim.batch_size)
@@ -97,11 +111,16 @@ def train_one_epoch(
         if cfg.contrastive.weight:  # a second view of every digit
             second = augment(raw, cfg.augment, gen) if cfg.data.augment else raw
             images, labels = torch.cat([images, second]), torch.cat([labels, labels])
-        batch = torch.cat([images, negatives])
         known = len(images)
         # An ensemble's members each learn from their own outputs (the same batch), never from the average.
-        outputs = [member(batch) for member in members(model)]
+        batch = torch.cat([images, negatives])
+        with known_rows(model, known):  # (norm "known": batch norm's statistics are the known digits')
+            outputs = [member(batch) for member in members(model)]
         loss = sum(batch_loss(output, labels, known, sampler.enabled, cfg) for output in outputs)
+        if virtual is not None:  # (one network: config-checked)
+            if virtual.ready:
+                loss = loss + cfg.outliers.weight * outlier_loss(model, virtual.sample(gen), cfg)
+            virtual.remember(outputs[0].embedding[:known], labels)
         logits = outputs[0].logits  # the training accuracy shown is the first member's
         if cfg.optim.l1:
             loss = loss + cfg.optim.l1 * sum(p.abs().sum() for n, p in model.named_parameters() if "weight" in n)
@@ -128,6 +147,15 @@ def batch_loss(output: ModelOutput, labels: torch.Tensor, known: int, negatives:
             # Outlier exposure: the softmax of a negative should be flat.
             uniform = -F.log_softmax(logits[known:], dim=1).mean()
             loss = loss + cfg.negatives.uniform_weight * uniform
+    return loss
+
+
+def outlier_loss(model: nn.Module, virtual: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """The known head's loss on virtual outliers (embeddings, ``openset.outliers``): every head says unknown, and the
+    softmax is pulled flat as for the negatives."""
+    loss = head_loss(model.known_head(virtual), torch.zeros(0, dtype=torch.long), len(virtual))
+    if cfg.negatives.uniform_weight:
+        loss = loss + cfg.negatives.uniform_weight * -F.log_softmax(model.classifier(virtual), dim=1).mean()
     return loss
 
 
@@ -185,7 +213,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg.model, len(data.classes), data.train.images.shape[-1])
-    sampler = NegativeSampler(cfg.negatives, negative_pool(cfg, data, root))
+    sampler = negative_sampler(cfg, data, root)
     steps = cfg.optim.epochs * -(-len(data.train) // cfg.optim.batch_size)
     optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
     state = TrainState(model, optimizer, scheduler, gen)

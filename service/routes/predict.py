@@ -15,15 +15,15 @@ from openset.manifest import Layout
 from service.codec import JSON, has_booleans, numbers, pixels
 from service.direct import direct
 from service.errors import ServiceError, validation_message
-from service.guards import ready_runtime
+from service.guards import served_model
 from service.preprocess import MEDIA_TYPES, decode, from_array, mnist_like
 from service.runtime import ModelRuntime, Prediction
 from service.schemas import BatchResponse, PredictResponse, array_models, component, error_responses
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
-# 408/413: the body-limit guard; 401: the optional API key; 503: no model loaded yet.
-ERRORS = error_responses(400, 401, 408, 413, 415, 422, 503)
+# 408/413: the body-limit guard; 401: the optional API key; 404: a model not served; 503: no model loaded yet.
+ERRORS = error_responses(400, 401, 404, 408, 413, 415, 422, 503)
 # Uploads this large are decoded off the event loop (so health checks and small requests keep flowing).
 OFFLOAD_BYTES = 256 * 1024
 
@@ -37,7 +37,9 @@ def _request_body(many: bool) -> dict:
                "application/json": {"schema": component("ArrayBatch" if many else "ArrayImage")}}
     if not many:
         content.update({media: {"schema": binary} for media in sorted(MEDIA_TYPES)})
-    return {"requestBody": {"required": True, "content": content}}
+    model = {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "the served model to ask (GET /v2/models lists them); default: the server's default model"}
+    return {"requestBody": {"required": True, "content": content}, "parameters": [model]}
 
 
 def _decode_all(blobs: list[bytes], max_pixels: int, layout: Layout) -> list[np.ndarray]:
@@ -130,11 +132,12 @@ async def read_images(request: Request, many: bool, layout: Layout) -> np.ndarra
 
 
 async def _answer(request: Request, many: bool) -> tuple[ModelRuntime, list[Prediction]]:
-    """The request's images, laid out for the served model (its manifest's layout), answered in one model call."""
-    runtime = ready_runtime(request)
+    """The request's images, laid out for the model it names (``?model=``, else the default; its manifest's layout),
+    answered in one model call."""
+    runtime = served_model(request, request.query_params.get("model"))
     images = await read_images(request, many, runtime.manifest.input.layout)
     predictions = runtime.decisions(await runtime.outputs(images))
-    request.app.state.metrics.observe_predictions([p.label for p in predictions])
+    request.app.state.metrics.observe_predictions(runtime.name, [p.label for p in predictions])
     return runtime, predictions
 
 

@@ -23,11 +23,12 @@ from service.codec import (
 )
 from service.direct import direct
 from service.errors import ServiceError
-from service.guards import ready_runtime
+from service.guards import served_model
 from service.runtime import ModelRuntime
 from service.schemas import (
     LABEL,
     InferResponse,
+    ModelIndex,
     ModelMetadata,
     ModelReady,
     ServerLive,
@@ -39,11 +40,9 @@ from service.schemas import (
 
 
 def served(request: Request, name: str, version: str | None = None) -> ModelRuntime:
-    """The model this request was pinned to, if it is the one named (and of that version): else 404. Called by
-    each handler itself, as v1's are: a FastAPI dependency costs more than the check."""
-    runtime = ready_runtime(request)
-    if name != runtime.name:
-        raise ServiceError(f"unknown model {name!r}; this server serves {runtime.name!r}", 404)
+    """The served model of that name (and of that version), else 404. Called by each handler itself, as v1's are:
+    a FastAPI dependency costs more than the check."""
+    runtime = served_model(request, name)
     if version is not None and version != runtime.version:
         raise ServiceError(f"model {runtime.name!r} has no version {version!r} (serving {runtime.version!r})", 404)
     return runtime
@@ -72,7 +71,7 @@ async def _infer(request: Request, runtime: ModelRuntime) -> Response:
     images = read_input(payload, binary, settings.max_batch, manifest.input, has_booleans(body))
     values: dict[str, Any] = dict(await runtime.outputs(images))
     values[LABEL] = runtime.labels(values["probs"], values[manifest.decision.output])
-    request.app.state.metrics.observe_predictions(values[LABEL])
+    request.app.state.metrics.observe_predictions(runtime.name, values[LABEL])
     return encode_response({"model_name": runtime.name, "model_version": runtime.version}, payload, values, wanted)
 
 
@@ -116,6 +115,15 @@ def _model_metadata(runtime: ModelRuntime) -> dict:
                            "threshold": runtime.manifest.threshold, "rule": runtime.manifest.decision.rule}}
 
 
+@models.get("", summary="The served models (default first)", response_model=ModelIndex)
+async def model_index(request: Request) -> dict:
+    repository = request.app.state.repository
+    names = sorted(repository.models, key=lambda name: name != repository.default_name)
+    return {"default": repository.default_name,
+            "models": [{"name": name, "version": repository.models[name].version,
+                        "state": "READY" if repository.models[name].ready else "UNAVAILABLE"} for name in names]}
+
+
 @models.get("/{name}", summary="Model metadata", response_model=ModelMetadata)
 async def model_metadata(request: Request, name: str) -> dict:
     return _model_metadata(served(request, name))
@@ -146,7 +154,7 @@ async def live() -> dict:
 @health.get("/health/ready", summary="Readiness: the model is loaded", response_model=ServerReady,
             responses=error_responses(503))
 async def ready(request: Request) -> dict:
-    if not request.app.state.runtime.ready:
+    if not request.app.state.repository.ready:
         raise ServiceError("model not loaded", 503)
     return {"ready": True}
 
