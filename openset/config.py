@@ -252,16 +252,20 @@ class Config(_Frozen):
             raise ConfigError(f"invalid override: {problems(err.errors())}") from None
 
 
-def dotted_sections(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"section.field": value}`` as :meth:`Config.override` keyword arguments, ``{"section": {"field": value}}``."""
-    sections: dict[str, dict[str, Any]] = {}
+def dotted_sections(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"section.field": value}`` as :meth:`Config.override` keyword arguments, ``{"section": {"field": value}}``;
+    a key without a dot is a top-level field (``seed``, ``name``)."""
+    sections: dict[str, Any] = {}
     for key, value in values.items():
         section, _, field = key.partition(".")
-        sections.setdefault(section, {})[field] = value
+        if field:
+            sections.setdefault(section, {})[field] = value
+        else:
+            sections[section] = value
     return sections
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``section.field=json`` pairs (the commands' ``--set``) into :meth:`Config.override` keyword arguments; a value
     that is not JSON is a string."""
     def value(raw: str):

@@ -67,6 +67,8 @@ def test_pydantic_errors_read_as_one_line_without_the_body_step():
     ("optim.epochs=5", {"optim": {"epochs": 5}}),
     ("augment.scale=[0.7, 1.1]", {"augment": {"scale": [0.7, 1.1]}}),
     ("negatives.source=none", {"negatives": {"source": "none"}}),
+    ("seed=1", {"seed": 1}),  # a top-level field
 ])
 def test_overrides_parse_as_json_or_text(pair, expected):
     assert parse_overrides([pair]) == expected
+    assert Config().override(**parse_overrides([pair]))  # and the config takes them

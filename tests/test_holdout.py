@@ -57,4 +57,5 @@ def test_one_fold_and_the_shift_on_knowns(tmp_path, data_dir, monkeypatch, capsy
     assert text.startswith("intro\n") and text.endswith("notes\n") and "old table" not in text
     [row] = [line for line in text.splitlines() if line.startswith("| **tiny**")]
     assert f"{result['mean_auroc']['combined']:.4f} / {result['mean_auroc']['knn']:.4f}" in row
+    assert f"| {result['mean_fpr95']['combined']:.3f} / {result['shipped_worst']['fpr95']:.3f} |" in row
     assert f"{100 * shift['mean_right']:.1f} / {100 * shift['worst_right']:.1f}" in row

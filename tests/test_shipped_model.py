@@ -31,10 +31,11 @@ FLOORS = {
                    "auroc_uniform_noise": 0.9999, "auroc_mnist_5_6_7_8_9": 0.97, "fpr95_mnist_5_6_7_8_9": 0.13,
                    "macro_f1_open_set": 0.91, "shift_mean_right": 0.90, "shift_worst_right": 0.75,
                    "shift_worst_refused": 0.80, "printed_letters_refused": 0.75, "printed_digits_right": 0.95},
-    "mnist-0to4-cnn": {"known_accuracy": 0.995, "auroc_fashion_mnist": 0.999, "auroc_kmnist": 0.99,
-                       "auroc_uniform_noise": 0.9999, "auroc_mnist_5_6_7_8_9": 0.97, "fpr95_mnist_5_6_7_8_9": 0.13,
-                       "macro_f1_open_set": 0.91, "shift_mean_right": 0.90, "shift_worst_right": 0.75,
-                       "shift_worst_refused": 0.80, "printed_letters_refused": 0.75, "printed_digits_right": 0.95},
+    # The CNN separates 5-9 better and Fashion-MNIST, KMNIST and noise worse than the MLP (docs/experiments.md).
+    "mnist-0to4-cnn": {"known_accuracy": 0.995, "auroc_fashion_mnist": 0.97, "auroc_kmnist": 0.95,
+                       "auroc_uniform_noise": 0.985, "auroc_mnist_5_6_7_8_9": 0.975, "fpr95_mnist_5_6_7_8_9": 0.11,
+                       "macro_f1_open_set": 0.92, "shift_mean_right": 0.92, "shift_worst_right": 0.85,
+                       "shift_worst_refused": 0.85, "printed_letters_refused": 0.75, "printed_digits_right": 0.80},
 }
 
 

@@ -148,7 +148,9 @@ def main(args: argparse.Namespace) -> dict:
     for figure in ("auroc", "fpr95", "accepted", "combined_accepted_at"):  # (no folds: the shift measurement only)
         result[f"mean_{figure}"] = {name: float(np.mean([r[figure][name] for r in rows])) for name in rows[0][figure]} \
             if rows else {}
-    # The shipped score fold by fold, and its worst fold: what the rule that ships a recipe reads.
+    # Every score fold by fold (the grid's cells too), and the shipped score's worst fold: what the rules read.
+    result["fold_figures"] = {str(c): {figure: r[figure] for figure in ("auroc", "fpr95")}
+                              for c, r in zip(folds, rows, strict=True)}
     result["shipped_folds"] = {str(c): {figure: r[figure]["combined"] for figure in ("auroc", "fpr95", "accepted")}
                                for c, r in zip(folds, rows, strict=True)}
     if rows:
