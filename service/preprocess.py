@@ -70,60 +70,87 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def _grey(image: Image.Image) -> np.ndarray:
-    """Grey levels in [0, 1]; transparent pixels become the background (white)."""
+def _grey(image: Image.Image) -> tuple[np.ndarray, Image.Image]:
+    """Grey levels in [0, 1], and as an 8-bit picture (for Pillow's filters); transparent pixels become the
+    background (white). Pictures over ``WORKING_SIDE`` are reduced to it first."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey: keep the full range
         values = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if values.max() > 255 else (255.0 if values.max() > 1 else 1.0)
-        return np.clip(values / peak, 0.0, 1.0).astype(np.float32)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    return np.asarray(ImageOps.grayscale(image), dtype=np.float32) / 255.0
+        grey = np.clip(values / peak, 0.0, 1.0).astype(np.float32)
+        picture = _as_image(grey)
+        if max(grey.shape) <= WORKING_SIDE:
+            return grey, picture
+    else:
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        picture = ImageOps.grayscale(image)
+    if max(picture.size) > WORKING_SIDE:  # the strokes are found at a few hundred pixels at most
+        picture.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+    return _as_array(picture), picture
 
 
 def _as_image(values: np.ndarray) -> Image.Image:
+    """Values in [0, 1] (or a mask) as an 8-bit picture."""
+    if values.dtype == bool:
+        return Image.fromarray(values.view(np.uint8) * np.uint8(255))
     return Image.fromarray(np.clip(np.rint(values * 255), 0, 255).astype(np.uint8))
 
 
 def _as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, np.float32) / 255.0
+    return np.asarray(image, np.float32) * np.float32(1 / 255)
+
+
+def _mask(image: Image.Image, above: float = 0.0) -> np.ndarray:
+    """The pixels of an 8-bit picture over ``above`` (in [0, 1])."""
+    return np.asarray(image) > above * 255
 
 
 def _odd(size: float) -> int:
     return max(3, int(size) // 2 * 2 + 1)
 
 
-def darkness(grey: np.ndarray) -> np.ndarray:
+def darkness(grey: np.ndarray, picture: Image.Image | None = None) -> np.ndarray:
     """How much darker than the paper around it each pixel is, in [0, 1] (0 = paper, 1 = black).
 
     Light ink on a dark ground (a chalkboard, MNIST itself) is inverted first: the ground is the side of
     the grey range nearer the picture's border. The paper's brightness is estimated everywhere by a grey
     closing (the strokes removed) at low resolution, so uneven light and shadows cancel out:
-    darkness = 1 - grey / paper, the ink's own reflectance whatever the light on it.
+    darkness = 1 - grey / paper, the ink's own reflectance whatever the light on it. ``picture``: ``grey`` as an
+    8-bit picture, if the caller has it.
     """
-    small = _as_image(grey)
+    small = (picture or _as_image(grey)).copy()
     small.thumbnail((BACKGROUND_SIDE, BACKGROUND_SIDE), Image.Resampling.BOX)
-    values = _as_array(small)
-    low, high = np.percentile(values, [1, 99])
+    values = np.asarray(small)
+    ordered = np.sort(values, axis=None)
+    low, high = _percentile(ordered, 0.01), _percentile(ordered, 0.99)
     border = float(np.median(np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])))
     if border - low < high - border:  # the ground is dark: light ink
         grey, small = 1.0 - grey, ImageOps.invert(small)
     window = _odd(STROKE_WINDOW * min(small.size))
     paper = small.filter(ImageFilter.MaxFilter(window)).filter(ImageFilter.MinFilter(window))
     paper = paper.filter(ImageFilter.GaussianBlur(window / 4)).resize(grey.shape[::-1], Image.Resampling.BILINEAR)
-    return np.clip(1.0 - grey / np.maximum(_as_array(paper), 1.0 / 255), 0.0, 1.0)
+    reflectance = grey / np.maximum(_as_array(paper), np.float32(1 / 255))
+    return np.clip(np.float32(1) - reflectance, 0.0, 1.0, out=reflectance)
 
 
-def otsu(values: np.ndarray) -> float:
-    """Otsu's threshold: the level that best splits ``values`` (in [0, 1], 256 grey levels) into two classes."""
-    counts = np.bincount(np.rint(values * 255).astype(np.uint8).ravel(), minlength=256)
-    levels = np.arange(256) / 255
-    weight, mean = np.cumsum(counts), np.cumsum(counts * levels)
+def _percentile(ordered: np.ndarray, share: float) -> float:
+    """``np.percentile``'s linear interpolation on values already sorted."""
+    position = share * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return float(ordered[below] + (float(ordered[above]) - float(ordered[below])) * (position - below))
+
+
+def otsu(levels: np.ndarray) -> float:
+    """Otsu's threshold: the level (in [0, 1]) that best splits 8-bit ``levels`` into two classes."""
+    counts = np.bincount(levels.ravel(), minlength=256)
+    grades = np.arange(256) / 255
+    weight, mean = np.cumsum(counts), np.cumsum(counts * grades)
     below, above = weight[:-1], weight[-1] - weight[:-1]
     between = (mean[-1] * below - mean[:-1] * weight[-1]) ** 2 / np.maximum(below * above, 1)
-    return float(levels[np.argmax(between)] + 0.5 / 255)  # between the two classes' nearest levels
+    return float(grades[np.argmax(between)] + 0.5 / 255)  # between the two classes' nearest levels
 
 
 def ink_of_digit(dark: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | None:
@@ -137,20 +164,19 @@ def ink_of_digit(dark: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | N
     holds the smoothed ink from ``BOX_INK`` on, soft edges included as in MNIST, noise not.
     """
     side = min(dark.shape)
-    smooth = _as_image(dark).filter(ImageFilter.GaussianBlur(max(0.5, side * SMOOTHING)))
-    values = _as_array(smooth)
-    if values.max() < MIN_CONTRAST:
+    smooth = np.asarray(_as_image(dark).filter(ImageFilter.GaussianBlur(max(0.5, side * SMOOTHING))))
+    if smooth.max() < MIN_CONTRAST * 255:
         return None
-    level = otsu(values)
-    above = values > level
-    strokes = digit_strokes(above & (_as_array(_as_image(above).filter(ImageFilter.BoxBlur(SPECK))) > SPECK_DENSITY))
+    level = otsu(smooth)
+    above = smooth > level * 255
+    strokes = digit_strokes(above & _mask(_as_image(above).filter(ImageFilter.BoxBlur(SPECK)), SPECK_DENSITY))
     if not strokes.any():
         return None
-    near = _as_array(_as_image(strokes).filter(ImageFilter.BoxBlur(max(1.0, side * NEAR_STROKES)))) > 0
+    near = _mask(_as_image(strokes).filter(ImageFilter.BoxBlur(max(1.0, side * NEAR_STROKES))))
     full = float(np.median(dark[strokes]))
     floor = level / 2
     rescale = lambda v: np.clip((v - floor) / max(full - floor, 1e-3), 0.0, 1.0) * near  # noqa: E731
-    rows, cols = np.nonzero(rescale(values) > BOX_INK)
+    rows, cols = np.nonzero(rescale(smooth * np.float32(1 / 255)) > BOX_INK)
     if not len(rows):
         return None
     return rescale(dark), (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
@@ -158,27 +184,48 @@ def ink_of_digit(dark: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | N
 
 def digit_strokes(strokes: np.ndarray) -> np.ndarray:
     """The digit's strokes: those joined, across gaps up to ``GAP``, to the densest ink; smudges and specks apart
-    from them are dropped. The joined region is a flood fill on a low-resolution map of the strokes."""
+    from them are dropped. The joined region is the connected region (:func:`connected`) of the densest ink on a
+    low-resolution map of the strokes."""
     if not strokes.any():
         return strokes
     cells = _as_image(strokes)
     cells.thumbnail((COMPONENT_SIDE, COMPONENT_SIDE), Image.Resampling.BOX)
-    occupied = _as_image(_as_array(cells) > 0)
-    reach = _as_array(occupied.filter(ImageFilter.BoxBlur(GAP))) > 0
-    density = _as_array(occupied.filter(ImageFilter.BoxBlur(max(1, COMPONENT_SIDE // 8))))
-    joined = np.zeros_like(reach)
-    joined[np.unravel_index(np.argmax(density * (_as_array(occupied) > 0)), density.shape)] = True
-    while True:  # flood fill: grow by one cell (4 neighbours) inside the reach until nothing changes
-        grown = joined.copy()
-        grown[1:] |= joined[:-1]
-        grown[:-1] |= joined[1:]
-        grown[:, 1:] |= joined[:, :-1]
-        grown[:, :-1] |= joined[:, 1:]
-        grown &= reach
-        if np.array_equal(grown, joined):
-            break
-        joined = grown
-    return strokes & (_as_array(_as_image(joined).resize(strokes.shape[::-1], Image.Resampling.NEAREST)) > 0.5)
+    occupied = _mask(cells)
+    cells = _as_image(occupied)
+    reach = _mask(cells.filter(ImageFilter.BoxBlur(GAP)))
+    density = np.asarray(cells.filter(ImageFilter.BoxBlur(max(1, COMPONENT_SIDE // 8)))) * occupied
+    joined = connected(reach, np.unravel_index(np.argmax(density), density.shape))
+    return strokes & _mask(_as_image(joined).resize(strokes.shape[::-1], Image.Resampling.NEAREST), 0.5)
+
+
+def connected(region: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    """The pixels of ``region`` joined to ``seed`` through their 4 neighbours (a flood fill), grown a whole run of
+    a row or a column at a time: a run of the region touching the joined pixels joins whole."""
+    runs = [_runs(region), _runs(region.T)]  # each pixel's run of its row, and of its column (0: outside)
+    joined = np.zeros(region.shape, bool)
+    joined[seed] = region[seed]
+    count = int(joined.sum())
+    while True:
+        for turn, labels in enumerate(runs):
+            view = joined if turn == 0 else joined.T
+            hit = np.zeros(labels.max() + 1, bool)
+            hit[labels[view]] = True
+            hit[0] = False
+            view[...] = hit[labels]
+        grown = int(joined.sum())
+        if grown == count:
+            return joined
+        count = grown
+
+
+def _runs(region: np.ndarray) -> np.ndarray:
+    """A label for each run of ``region`` along its rows (1, 2, ...; 0 outside the region)."""
+    padded = np.zeros((region.shape[0], region.shape[1] + 1), bool)
+    padded[:, :-1] = region
+    flat = padded.ravel()
+    starts = flat.copy()
+    starts[1:] &= ~flat[:-1]
+    return (np.cumsum(starts) * flat).reshape(padded.shape)[:, :-1]
 
 
 def mnist_like(image: Image.Image, layout: Layout = MNIST) -> np.ndarray:
@@ -187,16 +234,11 @@ def mnist_like(image: Image.Image, layout: Layout = MNIST) -> np.ndarray:
     keeping the aspect ratio (MNIST: 20 of 28; the model's manifest says), and placed by centre of mass — the
     procedure MNIST itself used."""
     side = layout.side
-    grey = _grey(image)
-    if max(grey.shape) > WORKING_SIDE:  # the strokes are found at a few hundred pixels at most
-        work = _as_image(grey)
-        work.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
-        grey = _as_array(work)
-    found = ink_of_digit(darkness(grey))
+    found = ink_of_digit(darkness(*_grey(image)))
     if found is None:  # blank: nothing to centre
         return np.zeros((side, side), np.float32)
     ink, crop = found
-    ink = ink[crop]
+    ink = np.ascontiguousarray(ink[crop], np.float32)
     height, width = ink.shape
     scale = layout.box / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
