@@ -16,7 +16,7 @@ COPY openset ./openset
 COPY service ./service
 COPY training ./training
 # Then drop what serving never loads: build tools, tests, ONNX Runtime's offline tooling.
-RUN pip install ".[serve]" \
+RUN pip install -c constraints.txt ".[serve]" \
  && pip uninstall -y setuptools \
  && cd /opt/venv/lib/python3*/site-packages \
  && rm -rf pip pip-* _distutils_hack distutils-precedence.pth numpy/f2py numpy/distutils numpy/_pyinstaller \

@@ -66,13 +66,14 @@ def main() -> None:
             rng = np.random.default_rng([args.seed, severity, *(change or "clean").encode()])
             before, after = [], []
             for digit in split.images[:, 0]:
-                data = shifts.render_clean(digit, rng) if change is None else shifts.render(digit, change, severity, rng)
+                data = (shifts.render_clean(digit, rng) if change is None
+                        else shifts.render(digit, change, severity, rng))
                 before.append(old.from_image_bytes(data, 10**7, layout))
                 after.append(preprocess.from_image_bytes(data, 10**7, layout))
             a, b = decisions(artifact, before), decisions(artifact, after)
             alike_all, total = alike_all + int((a == b).sum()), total + len(a)
-            score = (lambda d: d == split.labels) if split is known else (lambda d: d == UNKNOWN)
-            figures += [float(np.mean(a == b)), float(np.mean(score(a))), float(np.mean(score(b)))]
+            right = split.labels if split is known else UNKNOWN
+            figures += [float(np.mean(a == b)), float(np.mean(a == right)), float(np.mean(b == right))]
         row.append(figures)
     pct = lambda v: f"{100 * v:.1f} %"  # noqa: E731
     for name, per in rows.items():

@@ -1,31 +1,33 @@
 """Adaptive batching: concurrent requests' images go through the model in one call (as Triton's dynamic batcher).
 
 A request's images join a queue and the request waits for its own rows of the outputs. One worker runs the
-model on everything queued (up to ``max_images``) in a thread, so the event loop goes on reading requests
-meanwhile; those that arrive during a call are the next call's batch. Nothing waits for company unless
-``wait_ms`` asks a batch to stay open that long for more, and the runtime runs a request that is alone in the
-server inline, without the thread hop (``ModelRuntime.outputs``). Under load the calls grow by themselves, and
-the model's cost per image falls (one pass over the kNN bank for the batch).
+model on everything queued (up to ``max_images``) in the work pool (``service.admission``), so the event loop
+goes on reading requests meanwhile; those that arrive during a call are the next call's batch. Nothing waits for
+company, and images that waited in the queue longer than the admission's delay are refused (503), not run.
+Under load the calls grow by themselves, and the model's cost per image falls (one pass over the kNN bank for
+the batch).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
+
+from service.admission import Admission
 
 Outputs = dict[str, np.ndarray]
 
 
 class Batcher:
-    def __init__(self, run: Callable[[np.ndarray], Outputs], max_images: int, wait_ms: float = 0.0) -> None:
+    def __init__(self, run: Callable[[np.ndarray], Outputs], max_images: int, admission: Admission) -> None:
         self.run = run
         self.max_images = max_images
-        self.wait = wait_ms / 1000
-        self.queue: deque[tuple[np.ndarray, asyncio.Future]] = deque()
+        self.admission = admission
+        self.queue: deque[tuple[np.ndarray, asyncio.Future, float]] = deque()
         self.worker: asyncio.Task | None = None
         self.calls = 0  # model calls made, and images put through them (for the tests and the benchmark)
         self.images = 0
@@ -38,29 +40,35 @@ class Batcher:
     async def __call__(self, images: np.ndarray) -> Outputs:
         """The model's outputs for ``images``, from a call that may hold other requests' images too."""
         future = asyncio.get_running_loop().create_future()
-        self.queue.append((images, future))
+        self.queue.append((images, future, time.monotonic()))
         if self.worker is None:
             self.worker = asyncio.create_task(self._drain())
         return await future
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future]]:
-        taken = [self.queue.popleft()]
-        count = len(taken[0][0])
-        while self.queue and count + len(self.queue[0][0]) <= self.max_images:
-            taken.append(self.queue.popleft())
-            count += len(taken[-1][0])
+        """The next call's requests; those that waited too long are refused on the way."""
+        taken, count = [], 0
+        while self.queue:
+            if taken and count + len(self.queue[0][0]) > self.max_images:
+                break
+            images, future, since = self.queue.popleft()
+            if (refusal := self.admission.late(since)) is not None:
+                if not future.done():
+                    future.set_exception(refusal)
+                continue
+            taken.append((images, future))
+            count += len(images)
         return taken
 
     async def _drain(self) -> None:
         try:
-            if self.wait:
-                await asyncio.sleep(self.wait)
             while self.queue:
-                taken = self._take()
+                if not (taken := self._take()):
+                    continue
                 batch = taken[0][0] if len(taken) == 1 else np.concatenate([images for images, _ in taken])
                 self.calls, self.images = self.calls + 1, self.images + len(batch)
                 try:
-                    out = await run_in_threadpool(self.run, batch)
+                    out = await self.admission.run(self.run, batch)
                 except Exception as err:  # every request of the call gets the error
                     for _, future in taken:
                         if not future.done():

@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
-from fastapi.params import Depends
 from fastapi.routing import APIRoute
+from starlette.routing import Match, compile_path
 
 from service.errors import error_for
+
+Guard = Callable  # async (request) -> None, raising to refuse: a router's dependency (the API key check)
 
 
 def direct(endpoint: Callable) -> Callable:
@@ -35,21 +37,22 @@ class DirectRoute:
 
 
 class DirectRoutes:
-    def __init__(self, routers: Sequence[tuple[APIRouter, Sequence[Depends]]]) -> None:
-        """``routers``: each router with the dependencies it is included with (as ``app.include_router`` gets
-        them); their marked routes are taken, in order."""
+    def __init__(self, routers: Sequence[tuple[APIRouter, Sequence[Guard]]]) -> None:
+        """``routers``: each router with the guards it is included with (``app.include_router`` gets them as
+        dependencies); their marked routes are taken, in order."""
         self.routes = [
-            DirectRoute(_checked(route), tuple(_guard(d) for d in (*dependencies, *route.dependencies)))
-            for router, dependencies in routers
+            DirectRoute(_checked(route), tuple(_guard(g) for g in guards))
+            for router, guards in routers
             for route in router.routes
             if isinstance(route, APIRoute) and getattr(route.endpoint, "direct", False)
         ]
 
     def match(self, scope) -> tuple[DirectRoute, dict[str, str]] | None:
-        method, path = scope["method"], scope["path"]
+        """The route that matches ``scope`` fully (path and method), by Starlette's own ``Route.matches``."""
         for entry in self.routes:
-            if method in entry.route.methods and (found := entry.route.path_regex.match(path)):
-                return entry, found.groupdict()
+            found, child = entry.route.matches(scope)
+            if found is Match.FULL:
+                return entry, child["path_params"]
         return None
 
     async def __call__(self, entry: DirectRoute, params: dict[str, str], scope, receive, send) -> None:
@@ -68,15 +71,16 @@ class DirectRoutes:
 
 
 def _checked(route: APIRoute) -> APIRoute:
-    """A marked route whose endpoint takes the request and its path parameters, nothing FastAPI would solve."""
-    if list(inspect.signature(route.endpoint).parameters) != ["request", *route.param_convertors]:
+    """A marked route whose endpoint takes the request and its path parameters, nothing FastAPI would solve, and
+    that has no dependency of its own (its router's guards are the only ones)."""
+    parameters = list(compile_path(route.path)[2])
+    if list(inspect.signature(route.endpoint).parameters) != ["request", *parameters] or route.dependencies:
         raise TypeError(f"a direct endpoint takes (request, *path parameters) only: {route.path}")
     return route
 
 
-def _guard(dependency: Depends) -> Callable:
-    """A router dependency as a guard: it must take the request alone (the API key check does)."""
-    call = dependency.dependency
+def _guard(call: Guard) -> Guard:
+    """A guard must take the request alone (the API key check does)."""
     if list(inspect.signature(call).parameters) != ["request"]:
-        raise TypeError(f"a direct route's dependency must take (request) only: {call!r}")
+        raise TypeError(f"a direct route's guard must take (request) only: {call!r}")
     return call

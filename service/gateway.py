@@ -1,7 +1,8 @@
 """The one ASGI layer in front of the routes: every HTTP request passes it once.
 
 Per request it pins the served models (``service.lifecycle``: a hot reload never changes the model under a request
-that is being answered) and counts the request in the server's requests in flight (the batchers' signal);
+that is being answered) and counts the request in the server's requests in flight (``service.admission``: the
+batchers' signal);
 refuses a body over the limit (413, at once from Content-Length, else while a chunked body streams); calls the
 busy routes itself (``service.direct``); and times, counts and logs the request under its id. Every response
 carries ``X-Request-ID`` and ``X-Model-Version`` (the model that answered it, else the default model). One layer,
@@ -48,7 +49,7 @@ class Gateway:
         headers = dict(scope.get("headers") or ())
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or os.urandom(16).hex()
         app_state = scope["app"].state
-        repository, in_flight = app_state.repository, app_state.in_flight
+        repository, admission = app_state.repository, app_state.admission
         state = scope.setdefault("state", {})
         state["repository"] = repository
         status = 500
@@ -62,7 +63,7 @@ class Gateway:
                                       (b"x-model-version", model_version(answered_by).encode("latin-1", "replace"))]
             await send(message)
 
-        in_flight.count += 1
+        admission.requests += 1
         try:
             length = headers.get(b"content-length")
             if length is not None and not length.isdigit():
@@ -78,7 +79,7 @@ class Gateway:
                 else:
                     await self.app(scope, receive, send_with_headers)
         finally:
-            in_flight.count -= 1
+            admission.requests -= 1
             status = scope.get(ANSWERED, status)
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"

@@ -24,23 +24,23 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from openset.artifacts import ArtifactError
+from service.admission import Admission
 from service.errors import ServiceError
 from service.gateway import model_version
 from service.repository import ModelRepository, model_directories, repository_of
-from service.runtime import InFlight, ModelRuntime
+from service.runtime import ModelRuntime
 
 log = logging.getLogger("openset.service")
 
 
-def load_runtime(settings, directory: Path, in_flight: InFlight | None = None) -> ModelRuntime:
+def load_runtime(settings, directory: Path, admission: Admission | None = None) -> ModelRuntime:
     """One model directory, loaded and checked (raises :class:`~openset.artifacts.ArtifactError`)."""
-    return ModelRuntime(directory, settings.onnx_threads, settings.batch_images, settings.batch_wait_ms,
-                        in_flight).load()
+    return ModelRuntime(directory, settings.onnx_threads, settings.batch_images, admission).load()
 
 
-def load_repository(settings, in_flight: InFlight | None = None) -> ModelRepository:
+def load_repository(settings, admission: Admission | None = None) -> ModelRepository:
     """Every model the settings serve, loaded and checked (raises :class:`~openset.artifacts.ArtifactError`)."""
-    return repository_of([load_runtime(settings, d, in_flight) for d in model_directories(settings)], settings)
+    return repository_of([load_runtime(settings, d, admission) for d in model_directories(settings)], settings)
 
 
 def publish(app, repository: ModelRepository) -> None:
@@ -61,7 +61,7 @@ def _info_labels(runtime: ModelRuntime) -> tuple[str, str, str, str]:
     return runtime.name, runtime.version, runtime.manifest.onnx_sha256, str(runtime.manifest.threshold)
 
 
-def _reloaded(settings, old: ModelRepository, in_flight: InFlight, name: str | None
+def _reloaded(settings, old: ModelRepository, admission: Admission, name: str | None
               ) -> tuple[list[ModelRuntime], dict[str, str]]:
     """The runtimes of a reload of ``name`` (None: every directory, rescanned), and the refused directories with
     their reasons; a refused directory keeps its old model, if it had one."""
@@ -70,7 +70,7 @@ def _reloaded(settings, old: ModelRepository, in_flight: InFlight, name: str | N
     fresh, refused = {}, {}
     for directory in directories:
         try:
-            fresh[directory] = load_runtime(settings, directory, in_flight)
+            fresh[directory] = load_runtime(settings, directory, admission)
         except ArtifactError as err:
             refused[str(directory)] = str(err)
             if directory in serving:
@@ -87,7 +87,7 @@ async def reload_models(app, name: str | None = None) -> ModelRepository:
     async with app.state.reload_lock:  # one reload at a time; requests are never blocked by it
         old = app.state.repository
         try:
-            runtimes, refused = await run_in_threadpool(_reloaded, settings, old, app.state.in_flight, name)
+            runtimes, refused = await run_in_threadpool(_reloaded, settings, old, app.state.admission, name)
             new = repository_of(runtimes, settings)
         except ArtifactError as err:  # the repository itself: gone, empty, two models of one name, no default
             refused, new = {"repository": str(err)}, old

@@ -1,6 +1,6 @@
 """Builds the FastAPI app: settings, the served models (loaded in the lifespan), routes, errors, metrics.
 
-Run: ``openset-serve`` (or ``uvicorn service.main:create_app --factory``). A model that is missing,
+Run: ``openset-serve`` (uvicorn with openset's protocol, ``service.protocol``). A model that is missing,
 corrupt or breaks the contract stops the server at start-up with a one-line reason, as does a repository with no
 model, two models of one name or without the default model.
 """
@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 import openset
 from openset.artifacts import ArtifactError
+from service.admission import Admission
 from service.direct import DirectRoutes
 from service.errors import install_error_handlers
 from service.gateway import Gateway, model_version
@@ -31,7 +32,6 @@ from service.lifecycle import install_sighup, load_repository, publish
 from service.observability import MULTIPROCESS_DIR, Metrics, configure_logging
 from service.repository import ModelRepository
 from service.routes import admin, ops, predict, v2
-from service.runtime import InFlight
 from service.schemas import request_components
 from service.settings import Settings, get_settings
 
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        repository = load_repository(settings, app.state.in_flight)
+        repository = load_repository(settings, app.state.admission)
         publish(app, repository)
         for runtime in repository.models.values():
             log.info(json.dumps({"event": "model_loaded", "model": model_version(runtime),
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  "model_dir": str(runtime.model_dir)}))
         install_sighup(app)
         yield
+        app.state.admission.close()
 
     # /docs and /redoc come from routes.ops with their own scripts (no CDN).
     app = Service(title="openset", version=openset.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -92,12 +93,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.repository = ModelRepository({}, None)  # empty (not ready) until the lifespan loads the models
-    app.state.in_flight = InFlight()
+    app.state.admission = Admission(settings.max_queued_images, settings.max_queue_delay_ms / 1000,
+                                    settings.work_threads, settings.retry_after, metrics.observe_shed)
     app.state.reload_lock = asyncio.Lock()
-    secured = [Depends(api_key_dependency(settings.api_key.get_secret_value()))] if settings.api_key else []
+    # Each router with its guards (the API key), included with them as dependencies; the gateway's direct routes
+    # call the same guards.
+    secured = [api_key_dependency(settings.api_key.get_secret_value())] if settings.api_key else []
     routers = [(predict.router, secured), (v2.models, secured), (v2.health, []), (ops.router, [])]
-    for router, dependencies in routers:
-        app.include_router(router, dependencies=dependencies)
+    for router, guards in routers:
+        app.include_router(router, dependencies=[Depends(guard) for guard in guards])
     if settings.admin_key:
         admin_key = settings.admin_key.get_secret_value()
         app.include_router(admin.router, dependencies=[Depends(api_key_dependency(admin_key))])

@@ -41,6 +41,9 @@ class Metrics:
         self._children: dict[tuple, tuple] = {}
         self._by_label: dict[tuple[str, str], object] = {}
         self._batch_sizes: dict[str, object] = {}
+        self.shed = Counter("openset_requests_shed_total", "Inference requests refused with 503 by admission control, "
+                            "by reason (queue_full: too many images queued; queue_delay: queued too long)",
+                            ["reason"], registry=self.registry)
         self.reloads = Counter("openset_model_reloads_total", "Hot reloads by model (its directory's name when "
                                "refused) and result (ok, refused)", ["model", "result"], registry=self.registry)
 
@@ -51,6 +54,9 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
+
+    def observe_shed(self, reason: str) -> None:
+        self.shed.labels(reason).inc()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered request (its route template, not its path: a bounded set of labels)."""

@@ -55,8 +55,8 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
                 raise ServiceError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels}", 400)
             image.seek(0)
             longest = max(width, height)
-            if image.format == "JPEG" and longest > 1024:  # decode big photos reduced (still >= 512 px)
-                image.draft("L", (width * 512 // longest, height * 512 // longest))
+            if image.format == "JPEG" and longest > 2 * WORKING_SIDE:  # big photos decoded reduced, to >= WORKING_SIDE
+                image.draft("L", (width * WORKING_SIDE // longest, height * WORKING_SIDE // longest))
             image.load()
             image = ImageOps.exif_transpose(image)  # phone photos: upright as the user saw them
     except ServiceError:

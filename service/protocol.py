@@ -1,5 +1,4 @@
-"""uvicorn's httptools protocol with deadlines for slow clients (a 408, not a held connection), and the count of
-the requests the server has started (:meth:`DeadlineHttpToolsProtocol.requests_started`).
+"""uvicorn's httptools protocol with deadlines for slow clients: a 408, not a held connection.
 
 uvicorn times out idle keep-alive connections, but not a client that opens a connection and then sends its
 request a byte at a time (slowloris), in its head or in its body. This protocol looks at the request after each
@@ -10,10 +9,11 @@ answer has begun) and disconnected. A request that arrives whole in one read, as
 Time the server itself takes (reading paused while the app catches up, a ``100 Continue`` not sent yet) is not
 the client's: the deadline starts again.
 
-The count is uvicorn's own set of request tasks, which holds a request as soon as its head is read, before its
-task first runs: the model runtime reads it to tell a lone request, which it answers at once, from one among
-others, which it lets meet them in a shared model call (``service.runtime``). Used by ``openset-serve`` as
-``http="service.protocol:DeadlineHttpToolsProtocol"``.
+Used by ``openset-serve`` as ``http="service.protocol:DeadlineHttpToolsProtocol"``. uvicorn has no public
+mechanism for this (its ``timeout_keep_alive`` covers only idle connections), so the protocol reads uvicorn
+internals: ``cycle`` (``more_body``, ``response_started``, ``response_complete``, ``waiting_for_100_continue``,
+``scope``), ``flow.read_paused``, ``transport`` and ``loop``. uvicorn is pinned in ``constraints.txt``, and
+``tests/test_service_protocol.py`` fails when an upgrade changes any of them.
 """
 
 from __future__ import annotations
@@ -37,21 +37,12 @@ HEAD_408, BODY_408 = response_408("headers"), response_408("body")
 
 
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
-    server_tasks: set[asyncio.Task] | None = None  # the running server's request tasks, one set for its connections
-
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         settings = get_settings()
         self.header_timeout, self.body_timeout = settings.header_timeout, settings.body_timeout
         self._deadline: asyncio.TimerHandle | None = None
         self._in_head = False  # a request has begun and its headers are not complete
-        DeadlineHttpToolsProtocol.server_tasks = self.tasks
-
-    @classmethod
-    def requests_started(cls) -> int | None:
-        """The requests this process's server has read the head of and not finished answering (every route);
-        None where no server runs with this protocol (an in-process test client, another server)."""
-        return None if cls.server_tasks is None else len(cls.server_tasks)
 
     def _arm(self, seconds: float) -> None:
         self._disarm()

@@ -8,29 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from openset.calibration import decide
 from openset.manifest import Artifact, ModelManifest, load_artifact
+from service.admission import Admission
 from service.batching import Batcher
-from service.protocol import DeadlineHttpToolsProtocol
 
-# Batches larger than this run in a worker thread, so health checks and small requests keep flowing.
-OFFLOAD_IMAGES = 32
-
-
-async def off_the_loop(call, images: np.ndarray):
-    """``call(images)`` inline for small batches, in the thread pool for large ones."""
-    if len(images) > OFFLOAD_IMAGES:
-        return await run_in_threadpool(call, images)
-    return call(images)
-
-
-@dataclass
-class InFlight:
-    """The requests the server is answering: the gateway counts them, every model's batcher reads the count."""
-
-    count: int = 0
+# A request alone in the server with at most this many images has its model call inline (no thread hop).
+INLINE_IMAGES = 4
 
 
 @dataclass(frozen=True)
@@ -48,14 +33,15 @@ class ModelRuntime:
     """The served model: an artefact opened by :func:`openset.manifest.load_artifact`, which has checked its
     manifest, hash and graph. Until :meth:`load` it is not ready."""
 
-    def __init__(self, model_dir: str | Path, threads: int = 1, batch_images: int = 0, batch_wait_ms: float = 0.0,
-                 in_flight: InFlight | None = None) -> None:
+    def __init__(self, model_dir: str | Path, threads: int = 1, batch_images: int = 0,
+                 admission: Admission | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.artifact: Artifact | None = None
+        # The server's work pool, limits and requests in flight (service.admission; counted by the gateway).
+        self.admission = admission or Admission()
         # Concurrent requests through the model together (service.batching); off with 0 or 1.
-        self.batcher = Batcher(self.run, batch_images, batch_wait_ms) if batch_images > 1 else None
-        self.in_flight = in_flight or InFlight()  # the server's requests in flight (service.gateway.Gateway)
+        self.batcher = Batcher(self.run, batch_images, self.admission) if batch_images > 1 else None
 
     def load(self) -> ModelRuntime:
         """Open the model directory (raises :class:`~openset.artifacts.ArtifactError` with a one-line reason)."""
@@ -87,16 +73,18 @@ class ModelRuntime:
 
     async def outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's outputs for one request's images: with batching on and other requests in flight, from a model
-        call shared with them; else inline (a lone request: no thread hop), or off the loop for a large batch."""
-        batcher = self.batcher
-        alone = DeadlineHttpToolsProtocol.requests_started() == 1  # the server has read no other request
+        call shared with them; a lone request's few images inline (no thread hop); else in the work pool."""
+        batcher, admission = self.batcher, self.admission
+        alone = admission.requests <= 1  # (0: called outside a server, as the tests do)
         if batcher is not None and len(images) <= batcher.max_images and not alone:
             # One turn of the event loop first: requests that have arrived meanwhile get as far as here too (and
             # count as in flight), so that they meet in one call instead of queueing one behind the other.
             await asyncio.sleep(0)
-            if self.in_flight.count > 1 or batcher.busy:
+            if admission.requests > 1 or batcher.busy:
                 return await batcher(images)
-        return await off_the_loop(self.run, images)
+        if alone and len(images) <= INLINE_IMAGES:
+            return self.run(images)
+        return await admission.run(self.run, images)
 
     def predict(self, images: np.ndarray) -> list[Prediction]:
         return self.decisions(self.run(images))

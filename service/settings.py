@@ -48,9 +48,15 @@ class Settings(BaseSettings):
     # ONNX Runtime threads per session (0 = its default, all cores).
     onnx_threads: int = Field(1, ge=0)
     # Adaptive batching (service/batching.py): requests that arrive together go through the model in one call of
-    # up to this many images (0 or 1: off, each request runs alone); a batch waits up to batch_wait_ms for more.
+    # up to this many images (0 or 1: off, each request runs alone).
     batch_images: int = Field(64, ge=0, le=1024)
-    batch_wait_ms: float = Field(0.0, ge=0, le=100)
+    # Admission control (service/admission.py): with more images than this queued (decoding or waiting for the
+    # model), an inference request is refused at once with 503 and Retry-After (seconds); so is work queued for
+    # longer than max_queue_delay_ms. 0: no limit. The work (pictures, model calls) runs in work_threads threads.
+    max_queued_images: int = Field(128, ge=0)
+    max_queue_delay_ms: float = Field(1000.0, ge=0)
+    retry_after: int = Field(1, ge=0)
+    work_threads: int = Field(2, ge=1)
     # The inference routes called by the gateway itself (service/direct.py); false: through FastAPI's handler.
     direct_routes: bool = True
 

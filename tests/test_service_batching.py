@@ -3,16 +3,15 @@ runs alone; a failing call fails every request in it, and the next call works ag
 
 import asyncio
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
+from service.admission import Admission
 from service.batching import Batcher
+from service.errors import ServiceError
 from service.main import create_app
-from service.protocol import DeadlineHttpToolsProtocol
 from service.runtime import ModelRuntime
 from service.settings import Settings
 
@@ -88,53 +87,23 @@ def test_a_lone_request_and_batching_off_never_use_the_batcher(shipped_model_dir
     assert off.batcher is None
 
 
-def test_a_request_alone_in_the_server_calls_the_model_without_a_turn_for_company(shipped_model_dir, monkeypatch):
-    """Under openset's protocol the runtime knows the requests its server has read: with no other, it calls the
-    model at once, without the event loop's turn that lets concurrent requests meet in one call; with others, or
-    where it cannot know (an in-process client), it takes that turn."""
+def test_a_request_alone_in_the_server_calls_the_model_without_a_turn_for_company(shipped_model_dir):
+    """The runtime knows the requests in flight (the gateway counts them): alone, it calls the model at once,
+    without the event loop's turn that lets concurrent requests meet in one call; with others, it takes that turn."""
     runtime = ModelRuntime(shipped_model_dir, batch_images=8).load()
-    runtime.in_flight.count = 1
 
-    async def took_a_turn(started) -> bool:
-        monkeypatch.setattr(DeadlineHttpToolsProtocol, "server_tasks", started)
+    async def took_a_turn(requests: int) -> bool:
+        runtime.admission.requests = requests
         turned = []
         asyncio.get_running_loop().call_soon(turned.append, True)  # runs once the request lets the loop turn
         out = await runtime.outputs(images(1, 0))
         assert out["score"].shape == (1,)
         return bool(turned)
 
-    assert not asyncio.run(took_a_turn({"this request"}))
-    assert asyncio.run(took_a_turn({"this request", "another"}))
-    assert asyncio.run(took_a_turn(None))
+    assert not asyncio.run(took_a_turn(1))
     assert runtime.batcher.calls == 0  # a single request never waits in the batcher
-
-
-def test_the_protocol_counts_what_its_server_has_started(monkeypatch):
-    """A real uvicorn server with openset's protocol: inside a request, the count is the server's own tasks."""
-    monkeypatch.setattr(DeadlineHttpToolsProtocol, "server_tasks", None)  # (restored after the test)
-    seen = []
-
-    async def app(scope, receive, send):
-        seen.append(DeadlineHttpToolsProtocol.requests_started())
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
-                                           http=DeadlineHttpToolsProtocol))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        assert httpx.get(f"http://127.0.0.1:{port}/").text == "ok"
-        assert DeadlineHttpToolsProtocol.server_tasks is server.server_state.tasks
-        assert seen == [1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    assert asyncio.run(took_a_turn(2))
+    assert runtime.batcher.calls == 1  # one among others meets them there
 
 
 def test_a_failing_call_fails_its_requests_only():
@@ -147,7 +116,7 @@ def test_a_failing_call_fails_its_requests_only():
         return {"x": batch.sum(axis=(1, 2, 3))}
 
     async def scenario():
-        batcher = Batcher(run, max_images=8)
+        batcher = Batcher(run, 8, Admission())
         first = await asyncio.gather(*(batcher(images(1, s)) for s in range(3)), return_exceptions=True)
         second = await asyncio.gather(*(batcher(images(2, s)) for s in range(2)))
         return first, second
@@ -158,21 +127,33 @@ def test_a_failing_call_fails_its_requests_only():
     np.testing.assert_allclose(second[1]["x"], images(2, 1).sum(axis=(1, 2, 3)), rtol=1e-6)
 
 
-def test_a_batch_waits_for_company_only_when_asked():
-    """With ``wait_ms`` a call stays open that long, so requests that come one after another share it; without,
-    the first runs at once."""
+def test_images_queued_past_the_delay_are_refused_not_run():
+    """While a model call runs, the requests queued behind it wait; those that waited longer than the admission's
+    delay get its 503 when their turn comes, and the model never sees them."""
+    started, release = threading.Event(), threading.Event()
+    seen = []
+
     def run(batch: np.ndarray) -> dict:
+        seen.append(len(batch))
+        if len(seen) == 1:
+            started.set()
+            release.wait(5)
         return {"x": batch.sum(axis=(1, 2, 3))}
 
-    async def two_in_a_row(wait_ms: float) -> int:
-        batcher = Batcher(run, max_images=8, wait_ms=wait_ms)
+    shed = []
+    admission = Admission(max_delay=0.05, on_shed=shed.append)
 
-        async def second():
-            await asyncio.sleep(0.005)
-            return await batcher(images(1, 1))
+    async def scenario():
+        batcher = Batcher(run, 8, admission)
+        first = asyncio.ensure_future(batcher(images(1, 0)))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        late = asyncio.ensure_future(batcher(images(2, 1)))
+        await asyncio.sleep(0.2)  # past the delay, still behind the first call
+        release.set()
+        return await asyncio.gather(first, late, return_exceptions=True)
 
-        await asyncio.gather(batcher(images(1, 0)), second())
-        return batcher.calls
-
-    assert asyncio.run(two_in_a_row(wait_ms=100)) == 1
-    assert asyncio.run(two_in_a_row(wait_ms=0)) == 2
+    first, late = asyncio.run(scenario())
+    assert first["x"].shape == (1,)
+    assert isinstance(late, ServiceError) and late.status == 503 and late.headers["Retry-After"] == "1"
+    assert seen == [1] and shed == ["queue_delay"]

@@ -19,7 +19,7 @@ from openset.data import load_dataset
 from service.errors import ServiceError
 from service.main import create_app
 from service.preprocess import MNIST, centre_of_mass, decode, from_array, from_image_bytes, mnist_like
-from service.routes.predict import read_images
+from service.routes.predict import laid_out, read_inputs
 from service.settings import Settings
 
 MAX_PIXELS = 40_000_000
@@ -281,7 +281,7 @@ def test_any_bytes_decode_to_an_image_or_a_client_error(data, max_pixels):
 
 
 def read_upload(data: bytes, media: str, max_pixels: int) -> np.ndarray:
-    """``read_images`` on a request that uploads ``data`` (multipart, or the raw body as ``media``)."""
+    """``read_inputs`` and ``laid_out`` on a request that uploads ``data`` (multipart, or the raw body as ``media``)."""
     settings_ = Settings(max_image_pixels=max_pixels)
     if media == "multipart/form-data":
         boundary = "hypothesis-boundary-7MA4YWxkTrZu0gW"
@@ -297,7 +297,8 @@ def read_upload(data: bytes, media: str, max_pixels: int) -> np.ndarray:
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}
 
-    return asyncio.run(read_images(Request(scope, receive), many=False, layout=MNIST))
+    inputs = asyncio.run(read_inputs(Request(scope, receive), many=False, side=MNIST.side))
+    return laid_out(inputs, max_pixels, MNIST)
 
 
 @pillow_chatter

@@ -7,7 +7,6 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -22,10 +21,9 @@ from service.schemas import BatchResponse, PredictResponse, array_models, compon
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
-# 408/413: the body-limit guard; 401: the optional API key; 404: a model not served; 503: no model loaded yet.
+# 408/413: the body-limit guard; 401: the optional API key; 404: a model not served; 503: no model loaded yet, or
+# the server overloaded (service.admission).
 ERRORS = error_responses(400, 401, 404, 408, 413, 415, 422, 503)
-# Uploads this large are decoded off the event loop (so health checks and small requests keep flowing).
-OFFLOAD_BYTES = 256 * 1024
 
 
 def _request_body(many: bool) -> dict:
@@ -42,14 +40,15 @@ def _request_body(many: bool) -> dict:
     return {"requestBody": {"required": True, "content": content}, "parameters": [model]}
 
 
-def _decode_all(blobs: list[bytes], max_pixels: int, layout: Layout) -> list[np.ndarray]:
-    """Decode and lay out images in the model's input layout, under one pixel budget for the whole request."""
+def laid_out(blobs: list[bytes], max_pixels: int, layout: Layout) -> np.ndarray:
+    """Pictures decoded and laid out in the model's input layout, under one pixel budget for the whole request:
+    float32 ``[N, 1, side, side]``."""
     images, budget = [], max_pixels
     for blob in blobs:
         image = decode(blob, budget)
         budget -= image.width * image.height
         images.append(mnist_like(image, layout))
-    return images
+    return np.stack(images)[:, None]
 
 
 async def _uploaded_blobs(request: Request, many: bool, max_batch: int) -> list[bytes]:
@@ -106,37 +105,36 @@ def schema_arrays(body: bytes, many: bool, side: int) -> list[np.ndarray]:
         raise ServiceError(validation_message(err.errors(), "invalid JSON body"), 422) from None
 
 
-async def read_images(request: Request, many: bool, layout: Layout) -> np.ndarray:
-    """The request's image(s) as float32 ``[N, 1, side, side]``, whatever the accepted encoding; pictures are laid
-    out as the model's manifest says (``layout``)."""
+async def read_inputs(request: Request, many: bool, side: int) -> np.ndarray | list[bytes]:
+    """The request's image(s), whatever the accepted encoding: arrays as float32 ``[N, 1, side, side]``, pictures
+    as their bytes (for :func:`laid_out`)."""
     settings = request.app.state.settings
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
-        blobs = await _uploaded_blobs(request, many, settings.max_batch)
-    elif not many and (media in MEDIA_TYPES or media == "application/octet-stream"):
-        blobs = [await request.body()]
-    elif media == "application/json":
-        images = _arrays(await request.body(), many, layout.side)
+        return await _uploaded_blobs(request, many, settings.max_batch)
+    if not many and (media in MEDIA_TYPES or media == "application/octet-stream"):
+        return [await request.body()]
+    if media == "application/json":
+        images = _arrays(await request.body(), many, side)
         if len(images) > settings.max_batch:
             raise ServiceError(f"{len(images)} images exceed the batch limit of {settings.max_batch}", 413)
         return np.stack(images)[:, None]
-    else:
-        accepted = "multipart/form-data or application/json" if many else \
-            "multipart/form-data, application/json or image/png|jpeg|bmp|webp|gif"
-        raise ServiceError(f"unsupported content type {media or '(none)'!r}; send {accepted}", 415)
-    if sum(map(len, blobs)) > OFFLOAD_BYTES:
-        images = await run_in_threadpool(_decode_all, blobs, settings.max_image_pixels, layout)
-    else:
-        images = _decode_all(blobs, settings.max_image_pixels, layout)
-    return np.stack(images)[:, None]
+    accepted = "multipart/form-data or application/json" if many else \
+        "multipart/form-data, application/json or image/png|jpeg|bmp|webp|gif"
+    raise ServiceError(f"unsupported content type {media or '(none)'!r}; send {accepted}", 415)
 
 
 async def _answer(request: Request, many: bool) -> tuple[ModelRuntime, list[Prediction]]:
     """The request's images, laid out for the model it names (``?model=``, else the default; its manifest's layout),
-    answered in one model call."""
+    answered in one model call; admitted first (``service.admission``), pictures laid out in the work pool."""
     runtime = served_model(request, request.query_params.get("model"))
-    images = await read_images(request, many, runtime.manifest.input.layout)
-    predictions = runtime.decisions(await runtime.outputs(images))
+    admission, layout = request.app.state.admission, runtime.manifest.input.layout
+    admission.check()  # a full queue refuses before the body is read
+    inputs = await read_inputs(request, many, layout.side)
+    with admission.admitted(len(inputs)):
+        if not isinstance(inputs, np.ndarray):
+            inputs = await admission.run(laid_out, inputs, request.app.state.settings.max_image_pixels, layout)
+        predictions = runtime.decisions(await runtime.outputs(inputs))
     request.app.state.metrics.observe_predictions(runtime.name, [p.label for p in predictions])
     return runtime, predictions
 

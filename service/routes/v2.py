@@ -63,13 +63,15 @@ health = APIRouter(prefix="/v2", tags=["v2"])
 
 
 async def _infer(request: Request, runtime: ModelRuntime) -> Response:
-    settings, manifest = request.app.state.settings, runtime.manifest
+    settings, manifest, admission = request.app.state.settings, runtime.manifest, request.app.state.admission
+    admission.check()  # a full queue refuses before the body is read
     body = decode_body(await request.body(), request.headers.get("content-encoding", "").lower(),
                        settings.max_body_bytes)
     payload, binary = parse_request(body, request.headers.get(HEADER_LENGTH))
     wanted = requested_outputs(payload, [*manifest.output_names, LABEL])  # malformed is a 400 before any 413
     images = read_input(payload, binary, settings.max_batch, manifest.input, has_booleans(body))
-    values: dict[str, Any] = dict(await runtime.outputs(images))
+    with admission.admitted(len(images)):
+        values: dict[str, Any] = dict(await runtime.outputs(images))
     values[LABEL] = runtime.labels(values["probs"], values[manifest.decision.output])
     request.app.state.metrics.observe_predictions(runtime.name, values[LABEL])
     return encode_response({"model_name": runtime.name, "model_version": runtime.version}, payload, values, wanted)
