@@ -29,9 +29,11 @@ from PIL import Image
 from benchmarks.serve_bench import free_port, server_env, start, stop
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "mnist-0to4"
-SETTINGS = {  # the environment of each run
-    "admission control (defaults)": {},
-    "no limit": {"OPENSET_MAX_QUEUED_IMAGES": "0", "OPENSET_MAX_QUEUE_DELAY_MS": "0"},
+NO_LIMIT = {"OPENSET_MAX_QUEUED_IMAGES": "0", "OPENSET_MAX_QUEUE_DELAY_MS": "0"}
+RUNS = {  # each run: the server's environment, and whether the clients wait as a 503's Retry-After asks
+    "defaults; clients wait as Retry-After asks": ({}, True),
+    "defaults; clients retry at once": ({}, False),
+    "no limit": (NO_LIMIT, False),
 }
 TIMEOUT = 10.0  # a load request not answered in this long counts as failed
 
@@ -59,8 +61,9 @@ def probe(url: str, seconds: float, out) -> None:
     out.put(results)
 
 
-async def one_connection(port: int, request: bytes, end: float, answers: list) -> None:
-    """Requests back to back on one keep-alive connection until ``end``: (status or "error", latency) each."""
+async def one_connection(port: int, request: bytes, end: float, answers: list, polite: bool) -> None:
+    """Requests back to back on one keep-alive connection until ``end``: (status or "error", latency) each; a
+    ``polite`` client waits after a 503 as long as its Retry-After says (as urllib3's retries do)."""
     reader = writer = None
     while time.monotonic() < end:
         begun = time.monotonic()
@@ -72,10 +75,14 @@ async def one_connection(port: int, request: bytes, end: float, answers: list) -
             lines = head.decode("latin-1").split("\r\n")
             length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length"))
             await asyncio.wait_for(reader.readexactly(length), TIMEOUT)
-            answers.append((int(lines[0].split()[1]), time.monotonic() - begun))
+            status = int(lines[0].split()[1])
+            answers.append((status, time.monotonic() - begun))
             if any(line.lower() == "connection: close" for line in lines):
                 writer.close()
                 writer = None
+            if polite and status == 503:
+                wait = next((float(line.split(":")[1]) for line in lines if line.lower().startswith("retry-after")), 1)
+                await asyncio.sleep(min(wait, max(0.0, end - time.monotonic())))
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, StopIteration, ValueError):
             answers.append(("error", time.monotonic() - begun))
             if writer is not None:
@@ -86,12 +93,12 @@ async def one_connection(port: int, request: bytes, end: float, answers: list) -
         writer.close()
 
 
-async def load(port: int, body: bytes, connections: int, seconds: float) -> list:
+async def load(port: int, body: bytes, connections: int, seconds: float, polite: bool) -> list:
     request = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     answers: list = []
     end = time.monotonic() + seconds
-    await asyncio.gather(*(one_connection(port, request, end, answers) for _ in range(connections)))
+    await asyncio.gather(*(one_connection(port, request, end, answers, polite) for _ in range(connections)))
     return answers
 
 
@@ -99,7 +106,7 @@ def percentile_ms(values: list[float], share: float) -> float:
     return 1000 * float(np.percentile(values, share)) if values else float("nan")
 
 
-def run(settings: dict, connections: int, seconds: float, body: bytes, work: Path) -> dict:
+def run(settings: dict, polite: bool, connections: int, seconds: float, body: bytes, work: Path) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = start(["openset-serve"], {**server_env(MODEL, port), **settings}, base + "/v2/health/ready",
@@ -111,9 +118,9 @@ def run(settings: dict, connections: int, seconds: float, body: bytes, work: Pat
         prober.start()
         try:
             import uvloop
-            answers = uvloop.run(load(port, body, connections, seconds))
+            answers = uvloop.run(load(port, body, connections, seconds, polite))
         except ImportError:
-            answers = asyncio.run(load(port, body, connections, seconds))
+            answers = asyncio.run(load(port, body, connections, seconds, polite))
         probes = results.get(timeout=60)
         prober.join(10)
         after = []
@@ -147,8 +154,8 @@ def main() -> None:
     print("| setting | 200 | 503 | other | admitted/s | admitted p50 / p99 ms | probes failed "
           "| probe p50 / p99 / max ms | right after: status, p50 ms |\n|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as work:
-        for name, settings in SETTINGS.items():
-            r = run(settings, args.connections, args.seconds, body, Path(work))
+        for name, (settings, polite) in RUNS.items():
+            r = run(settings, polite, args.connections, args.seconds, body, Path(work))
             other = {k: v for k, v in r["statuses"].items() if k not in (200, 503)}
             print(f"| {name} | {r['statuses'].get(200, 0)} | {r['statuses'].get(503, 0)} | {other or 0} | "
                   f"{r['per_second']:.0f} | {r['admitted_p50']:.0f} / {r['admitted_p99']:.0f} | "

@@ -20,9 +20,10 @@ read to tell a lone request from one among others.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -33,14 +34,18 @@ QUEUE_FULL, QUEUE_DELAY = "queue_full", "queue_delay"  # the reasons a request i
 
 
 class Admission:
-    def __init__(self, max_images: int = 0, max_delay: float = 0.0, threads: int = 2, retry_after: int = 1,
-                 on_shed: Callable[[str], None] | None = None) -> None:
-        """``max_images``, ``max_delay`` (seconds): the limits (0: none); ``on_shed(reason)``: counts a refusal."""
+    def __init__(self, max_images: int = 0, max_delay: float = 0.0, threads: int = 2, processes: int = 0,
+                 retry_after: int = 1, on_shed: Callable[[str], None] | None = None) -> None:
+        """``max_images``, ``max_delay`` (seconds): the limits (0: none); ``threads``: the work pool (model calls);
+        ``processes``: a pool of processes for the pictures (0: the threads); ``on_shed(reason)``: counts a
+        refusal."""
         self.max_images, self.max_delay, self.retry_after = max_images, max_delay, retry_after
         self.on_shed = on_shed
         self.images = 0  # admitted and not answered
         self.requests = 0  # the server's requests in flight (every route; counted by the gateway)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="openset-work")
+        self.processes = processes
+        self.process_pool: ProcessPoolExecutor | None = None
 
     def refused(self, reason: str) -> ServiceError:
         if self.on_shed is not None:
@@ -70,16 +75,33 @@ class Admission:
             return self.refused(QUEUE_DELAY)
         return None
 
-    async def run(self, call: Callable[..., T], *args) -> T:
-        """``call(*args)`` in the work pool, unless it waited there longer than the delay allows."""
-        since = time.monotonic()
+    async def run(self, call: Callable[..., T], *args, cpu_bound: bool = False) -> T:
+        """``call(*args)`` in the work pool — in the process pool if ``cpu_bound`` and there is one (``call`` then
+        a module's function) — unless it waited there longer than the delay allows."""
+        pool = self.process_pool if cpu_bound and self.process_pool is not None else self.pool
+        done, out = await asyncio.get_running_loop().run_in_executor(
+            pool, _unless_late, time.monotonic(), self.max_delay, call, args)
+        if not done:
+            raise self.refused(QUEUE_DELAY)
+        return out
 
-        def timed() -> T:
-            if (refusal := self.late(since)) is not None:
-                raise refusal
-            return call(*args)
-
-        return await asyncio.get_running_loop().run_in_executor(self.pool, timed)
+    def start(self) -> None:
+        """Start the process pool, its processes ready (a first picture would otherwise wait for them)."""
+        if self.processes and self.process_pool is None:
+            self.process_pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            for future in [self.process_pool.submit(time.monotonic) for _ in range(self.processes)]:
+                future.result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.process_pool is not None:
+            self.process_pool.shutdown(wait=False, cancel_futures=True)
+            self.process_pool = None
+
+
+def _unless_late(since: float, max_delay: float, call: Callable[..., T], args: tuple) -> tuple[bool, T | None]:
+    """(True, ``call(*args)``), or (False, None) for work that started over ``max_delay`` after ``since`` (the
+    clock is the machine's: the same in a pool's process)."""
+    if max_delay and time.monotonic() - since > max_delay:
+        return False, None
+    return True, call(*args)

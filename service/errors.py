@@ -24,6 +24,9 @@ class ServiceError(ValueError):
         self.status = status
         self.headers = headers
 
+    def __reduce__(self):  # whole across a process pool (service.admission)
+        return type(self), (str(self), self.status, self.headers)
+
 
 def error_response(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)

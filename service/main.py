@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         repository = load_repository(settings, app.state.admission)
+        app.state.admission.start()
         publish(app, repository)
         for runtime in repository.models.values():
             log.info(json.dumps({"event": "model_loaded", "model": model_version(runtime),
@@ -94,7 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.repository = ModelRepository({}, None)  # empty (not ready) until the lifespan loads the models
     app.state.admission = Admission(settings.max_queued_images, settings.max_queue_delay_ms / 1000,
-                                    settings.work_threads, settings.retry_after, metrics.observe_shed)
+                                    settings.work_threads, settings.picture_processes, settings.retry_after,
+                                    metrics.observe_shed)
     app.state.reload_lock = asyncio.Lock()
     # Each router with its guards (the API key), included with them as dependencies; the gateway's direct routes
     # call the same guards.

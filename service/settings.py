@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(1000.0, ge=0)
     retry_after: int = Field(1, ge=0)
     work_threads: int = Field(2, ge=1)
+    # Pictures are decoded and laid out in this many processes of their own (0: in the work threads).
+    picture_processes: int = Field(1, ge=0)
     # The inference routes called by the gateway itself (service/direct.py); false: through FastAPI's handler.
     direct_routes: bool = True
 

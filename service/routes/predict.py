@@ -133,7 +133,8 @@ async def _answer(request: Request, many: bool) -> tuple[ModelRuntime, list[Pred
     inputs = await read_inputs(request, many, layout.side)
     with admission.admitted(len(inputs)):
         if not isinstance(inputs, np.ndarray):
-            inputs = await admission.run(laid_out, inputs, request.app.state.settings.max_image_pixels, layout)
+            inputs = await admission.run(laid_out, inputs, request.app.state.settings.max_image_pixels, layout,
+                                          cpu_bound=True)
         predictions = runtime.decisions(await runtime.outputs(inputs))
     request.app.state.metrics.observe_predictions(runtime.name, [p.label for p in predictions])
     return runtime, predictions
