@@ -26,13 +26,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.serve_bench import free_port, server_env, start, stop
+from benchmarks.serve_bench import BIN, free_port, server_env, start, stop
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "mnist-0to4"
 NO_LIMIT = {"OPENSET_MAX_QUEUED_IMAGES": "0", "OPENSET_MAX_QUEUE_DELAY_MS": "0"}
+TIGHT = {"OPENSET_MAX_QUEUED_IMAGES": "64"}
 RUNS = {  # each run: the server's environment, and whether the clients wait as a 503's Retry-After asks
-    "defaults; clients wait as Retry-After asks": ({}, True),
-    "defaults; clients retry at once": ({}, False),
+    "defaults (4096 images, 500 ms)": ({}, True),
+    "64 images; clients wait as Retry-After asks": (TIGHT, True),
+    "64 images; clients retry at once": (TIGHT, False),
     "no limit": (NO_LIMIT, False),
 }
 TIMEOUT = 10.0  # a load request not answered in this long counts as failed
@@ -109,7 +111,7 @@ def percentile_ms(values: list[float], share: float) -> float:
 def run(settings: dict, polite: bool, connections: int, seconds: float, body: bytes, work: Path) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start(["openset-serve"], {**server_env(MODEL, port), **settings}, base + "/v2/health/ready",
+    server = start([str(BIN / "openset-serve")], {**server_env(MODEL, port), **settings}, base + "/v2/health/ready",
                    work / "server.log")
     try:
         results = multiprocessing.get_context("spawn").Queue()

@@ -75,14 +75,13 @@ class ModelRuntime:
         """The graph's outputs for one request's images: with batching on and other requests in flight, from a model
         call shared with them; a lone request's few images inline (no thread hop); else in the work pool."""
         batcher, admission = self.batcher, self.admission
-        alone = admission.requests <= 1  # (0: called outside a server, as the tests do)
-        if batcher is not None and len(images) <= batcher.max_images and not alone:
+        if batcher is not None and len(images) <= batcher.max_images:
             # One turn of the event loop first: requests that have arrived meanwhile get as far as here too (and
             # count as in flight), so that they meet in one call instead of queueing one behind the other.
             await asyncio.sleep(0)
             if admission.requests > 1 or batcher.busy:
                 return await batcher(images)
-        if alone and len(images) <= INLINE_IMAGES:
+        if admission.requests <= 1 and len(images) <= INLINE_IMAGES:  # alone (0: outside a server, in tests)
             return self.run(images)
         return await admission.run(self.run, images)
 

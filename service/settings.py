@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     # Admission control (service/admission.py): with more images than this queued (decoding or waiting for the
     # model), an inference request is refused at once with 503 and Retry-After (seconds); so is work queued for
     # longer than max_queue_delay_ms. 0: no limit. The work (pictures, model calls) runs in work_threads threads.
-    max_queued_images: int = Field(128, ge=0)
-    max_queue_delay_ms: float = Field(1000.0, ge=0)
+    max_queued_images: int = Field(4096, ge=0)
+    max_queue_delay_ms: float = Field(500.0, ge=0)
     retry_after: int = Field(1, ge=0)
     work_threads: int = Field(2, ge=1)
     # Pictures are decoded and laid out in this many processes of their own (0: in the work threads).

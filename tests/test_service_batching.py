@@ -87,23 +87,20 @@ def test_a_lone_request_and_batching_off_never_use_the_batcher(shipped_model_dir
     assert off.batcher is None
 
 
-def test_a_request_alone_in_the_server_calls_the_model_without_a_turn_for_company(shipped_model_dir):
-    """The runtime knows the requests in flight (the gateway counts them): alone, it calls the model at once,
-    without the event loop's turn that lets concurrent requests meet in one call; with others, it takes that turn."""
+def test_a_lone_request_calls_the_model_itself_and_one_among_others_meets_them_in_the_batcher(shipped_model_dir):
+    """The runtime reads the requests in flight (the gateway counts them) after one turn of the event loop, in
+    which requests that arrived together all get that far: alone, it calls the model itself; with others, it
+    goes through the batcher."""
     runtime = ModelRuntime(shipped_model_dir, batch_images=8).load()
 
-    async def took_a_turn(requests: int) -> bool:
+    def answer(requests: int) -> None:
         runtime.admission.requests = requests
-        turned = []
-        asyncio.get_running_loop().call_soon(turned.append, True)  # runs once the request lets the loop turn
-        out = await runtime.outputs(images(1, 0))
-        assert out["score"].shape == (1,)
-        return bool(turned)
+        assert asyncio.run(runtime.outputs(images(1, 0)))["score"].shape == (1,)
 
-    assert not asyncio.run(took_a_turn(1))
-    assert runtime.batcher.calls == 0  # a single request never waits in the batcher
-    assert asyncio.run(took_a_turn(2))
-    assert runtime.batcher.calls == 1  # one among others meets them there
+    answer(1)
+    assert runtime.batcher.calls == 0
+    answer(2)
+    assert runtime.batcher.calls == 1
 
 
 def test_a_failing_call_fails_its_requests_only():
