@@ -93,9 +93,10 @@ class Admission:
                 future.result()
 
     def close(self) -> None:
+        """Stop the pools: queued work is cancelled, the processes end (with the server, not after it)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self.process_pool is not None:
-            self.process_pool.shutdown(wait=False, cancel_futures=True)
+            self.process_pool.shutdown(wait=True, cancel_futures=True)
             self.process_pool = None
 
 

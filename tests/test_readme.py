@@ -155,6 +155,36 @@ def make_run(newcomer, digit_png) -> dict:
     return {"site": site, "answers": answers}
 
 
+def test_stopping_make_run_by_its_pid_stops_the_server_and_its_processes(make_run, newcomer):
+    """``kill <pid of make run>`` (SIGTERM to make alone, not its process group): make passes it on, the server
+    shuts down and frees the port, and no process of its own (the picture process) is left behind."""
+    if port_in_use():
+        pytest.fail("port 8000 is in use; the README's commands serve there")
+    process = subprocess.Popen(["make", "run"], cwd=newcomer, env=newcomer_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_in_use():
+            assert process.poll() is None and time.monotonic() < deadline, "make run did not serve"
+            time.sleep(0.2)
+        with contextlib.suppress(OSError):  # (ready: the picture process is up by then)
+            urllib.request.urlopen(f"{URL}/v2/health/ready", timeout=5)
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while port_in_use() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not port_in_use(), "the server still answers after make run was stopped by its pid"
+        deadline, left = time.monotonic() + 10, ["?"]
+        while left and time.monotonic() < deadline:  # (the multiprocessing resource tracker ends just after)
+            left = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split()
+            time.sleep(0.2)
+        assert not left, f"processes of make run left behind: {left}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def test_make_run_installs_the_serving_extra_only(make_run):
     installed = {p.name.split("-")[0].lower() for p in make_run["site"].glob("*.dist-info")}
     assert {"onnxruntime", "fastapi", "uvicorn", "pillow"} <= installed

@@ -3,6 +3,7 @@ health checks answered while the work runs in its pool."""
 
 import asyncio
 import io
+import multiprocessing
 import threading
 
 import httpx
@@ -59,7 +60,8 @@ def test_beyond_the_queue_requests_get_503_at_once_while_health_answers(shipped_
         return laid_out(*args)
 
     monkeypatch.setattr(predict, "laid_out", held)
-    settings = Settings(model_dir=shipped_model_dir, log_level="warning", max_queued_images=1)
+    # (pictures in the work threads, where the test can hold them)
+    settings = Settings(model_dir=shipped_model_dir, log_level="warning", max_queued_images=1, picture_processes=0)
     headers = {"content-type": "image/png"}
 
     async def scenario():
@@ -88,3 +90,22 @@ def test_beyond_the_queue_requests_get_503_at_once_while_health_answers(shipped_
     assert live.status_code == ready.status_code == 200
     assert answered.status_code == again.status_code == 200 and answered.json()["label"] == again.json()["label"]
     assert 'openset_requests_shed_total{reason="queue_full"} 2.0' in metrics
+
+
+def test_pictures_are_laid_out_in_a_process_that_ends_with_the_server(shipped_model_dir):
+    """With the default settings a picture is laid out in the picture process (the same answer as in a thread),
+    and that process is gone once the server has stopped."""
+    async def label(processes: int) -> tuple[str, list]:
+        app = create_app(Settings(model_dir=shipped_model_dir, log_level="warning", picture_processes=processes))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                answer = await client.post("/v1/predict", content=png(), headers={"content-type": "image/png"})
+            workers = multiprocessing.active_children()
+        assert answer.status_code == 200, answer.text
+        return answer.json()["scores"]["score"], workers
+
+    in_process, workers = asyncio.run(label(1))
+    in_thread, none = asyncio.run(label(0))
+    assert in_process == pytest.approx(in_thread) and workers and not none
+    assert not any(worker.is_alive() for worker in workers)
