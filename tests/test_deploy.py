@@ -58,7 +58,7 @@ def test_compose_builds_the_serving_target():
     r"^USER 10001$",
     r"^HEALTHCHECK .*\n?.*/v2/health/ready",
     r'^CMD \["openset-serve"\]$',
-    r"pip install \"\.\[serve\]\"",
+    r"pip install -c constraints\.txt \"\.\[serve\]\"",  # the tested versions (constraints.txt)
 ])
 def test_dockerfile_serving_stage(needle):
     assert re.search(needle, (REPO / "Dockerfile").read_text(), re.MULTILINE)
