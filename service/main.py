@@ -68,7 +68,8 @@ class Service(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, direct: bool = True) -> FastAPI:
+    """The app; ``direct=False`` (for the tests that compare both paths) sends every route through FastAPI."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     metrics = Metrics()
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One layer in front of FastAPI (service.gateway); CORS, when open, before it, so that its headers reach
     # even the gateway's own 413s.
     entry = Gateway(partial(FastAPI.__call__, app), metrics=metrics, max_bytes=settings.max_body_bytes,
-                    direct=DirectRoutes(routers) if settings.direct_routes else None)
+                    direct=DirectRoutes(routers) if direct else None)
     if settings.cors_origins:
         entry = CORSMiddleware(entry, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                                allow_headers=["*"])

@@ -59,8 +59,6 @@ class Settings(BaseSettings):
     work_threads: int = Field(2, ge=1)
     # Pictures are decoded and laid out in this many processes of their own (0: in the work threads).
     picture_processes: int = Field(1, ge=0)
-    # The inference routes called by the gateway itself (service/direct.py); false: through FastAPI's handler.
-    direct_routes: bool = True
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -72,3 +72,15 @@ def test_pydantic_errors_read_as_one_line_without_the_body_step():
 def test_overrides_parse_as_json_or_text(pair, expected):
     assert parse_overrides([pair]) == expected
     assert Config().override(**parse_overrides([pair]))  # and the config takes them
+
+
+def test_a_config_extends_another_section_by_section(tmp_path):
+    """``extends`` takes the named file beside it, with the config's own fields on top, section by section; a loop
+    is a one-line error."""
+    (tmp_path / "base.json").write_text(json.dumps({"name": "base", "optim": {"epochs": 7, "lr": 0.01}}))
+    (tmp_path / "child.json").write_text(json.dumps({"extends": "base.json", "optim": {"epochs": 1}}))
+    child = Config.from_json(tmp_path / "child.json")
+    assert child.name == "base" and child.optim.epochs == 1 and child.optim.lr == 0.01
+    (tmp_path / "loop.json").write_text(json.dumps({"extends": "loop.json"}))
+    with pytest.raises(ConfigError, match="extends itself"):
+        Config.from_json(tmp_path / "loop.json")

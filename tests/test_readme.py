@@ -146,13 +146,14 @@ def make_run(newcomer, digit_png) -> dict:
     """``make run`` on the fresh copy: what it installed and what the curl lines got while it served."""
     with serving(readme_command("make run"), newcomer, timeout=900) as log:
         answers = run_curl_lines(newcomer)
+        v2 = run_curl_lines(newcomer, "/v2/models/mnist-0to4/infer")
         output = log.read_text()
     assert "deprecat" not in output.lower() and "Traceback" not in output, output[-3000:]
     site = next((newcomer / ".venv" / "lib").glob("python*/site-packages"))
     size = sum(p.stat().st_size for p in (newcomer / ".venv").rglob("*") if p.is_file() and not p.is_symlink())
     (REPO / "test-output").mkdir(exist_ok=True)
     (REPO / "test-output" / "make-run-venv-size.txt").write_text(f"make run installs {size / 1e6:.0f} MB in .venv\n")
-    return {"site": site, "answers": answers}
+    return {"site": site, "answers": answers, "v2": v2}
 
 
 def test_stopping_make_run_by_its_pid_stops_the_server_and_its_processes(make_run, newcomer):
@@ -192,16 +193,21 @@ def test_make_run_installs_the_serving_extra_only(make_run):
 
 
 def test_make_run_answers_the_curl_lines(make_run, digit_png):
-    assert len(make_run["answers"]) == 2
+    """The picture twice (multipart, raw) and the JSON body of examples/, a 3 as well; and the v2 request."""
+    assert len(make_run["answers"]) == 3
     for answer in make_run["answers"]:
         assert answer["label"] == digit_png and answer["known"] is True
         assert answer["scores"]["score"] >= answer["scores"]["threshold"]
+    [v2] = make_run["v2"]
+    outputs = {output["name"]: output for output in v2["outputs"]}
+    assert v2["model_name"] == "mnist-0to4" and outputs["label"]["data"] == ["3"]
+    assert outputs["score"]["data"][0] == pytest.approx(make_run["answers"][2]["scores"]["score"], abs=1e-5)
 
 
 def test_openset_serve_with_the_venv_on_path_and_a_reload(make_run, newcomer, digit_png):
     admin = "export OPENSET_ADMIN_KEY=s3cret && "  # the admin API exists only with a key (README: Settings)
     with serving(f"{admin}{ACTIVATE} && {readme_command('openset-serve')}", newcomer, timeout=60):
-        assert [a["label"] for a in run_curl_lines(newcomer)] == [digit_png, digit_png]
+        assert [a["label"] for a in run_curl_lines(newcomer)] == [digit_png] * 3
         [reloaded] = run_curl_lines(newcomer, "/admin/reload", env=admin)
         metas = [json.loads(path.read_text()) for path in sorted((newcomer / "models").glob("*/model.json"))]
         assert reloaded == {"models": [{"model": f"{meta['name']}/{meta['version']}", "sha256": meta["onnx_sha256"]}
@@ -239,17 +245,22 @@ def test_every_shown_training_command_parses():
 
 def test_the_quick_config_trains_as_shown(tmp_path, data_dir):
     """The README's quick try, as written, in a folder holding only the config (the venv's ``openset`` on PATH):
-    the same recipe as the shipped config in one epoch, ending in a complete artefact."""
+    the shipped config in one epoch, with fewer shift digits (nothing else differs), ending in a complete artefact."""
     from openset.config import Config
 
     line = readme_command("openset train --config configs/mnist-0to4-quick.json --out runs/quick")
     (tmp_path / "configs").mkdir()
-    shutil.copy(REPO / "configs" / "mnist-0to4-quick.json", tmp_path / "configs")
+    for name in ("mnist-0to4-quick.json", "mnist-0to4.json"):  # (the quick one extends the default)
+        shutil.copy(REPO / "configs" / name, tmp_path / "configs")
     env = {**os.environ, "OPENSET_DATA_DIR": str(data_dir),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    quick, shipped = Config.from_json(REPO / "configs" / "mnist-0to4-quick.json"), Config()
-    assert quick.optim.epochs == 1 and quick.augment == shipped.augment and quick.model == shipped.model
+    quick = Config.from_json(REPO / "configs" / "mnist-0to4-quick.json").to_dict()
+    shipped = Config.from_json(REPO / "configs" / "mnist-0to4.json").to_dict()
+    differ = {key for key in shipped if quick[key] != shipped[key]}
+    assert differ == {"name", "optim", "evaluation"}  # the default, one epoch, fewer shift digits
+    assert {k for k in shipped["optim"] if quick["optim"][k] != shipped["optim"][k]} == {"epochs"}
+    assert quick["optim"]["epochs"] == 1
     report = json.loads((tmp_path / "runs" / "quick" / "report.json").read_text())
     assert report["robustness"]["samples"]["known"] == 5 * 5 and (tmp_path / "runs" / "quick" / "model.onnx").is_file()

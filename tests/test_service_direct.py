@@ -57,8 +57,8 @@ REQUESTS = {
 }
 
 
-def answers(settings: Settings) -> dict[str, tuple]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+def answers(settings: Settings, direct: bool) -> dict[str, tuple]:
+    with TestClient(create_app(settings, direct), raise_server_exceptions=False) as client:
         out = {}
         for name, (method, path, body, headers) in REQUESTS.items():
             response = client.request(method, path, content=body,
@@ -85,7 +85,7 @@ def calls():
 
 @pytest.mark.parametrize("api_key", [None, "s3cret"])
 def test_direct_routes_answer_as_fastapi_does(shipped_model_dir, calls, api_key):
-    both = {on: answers(Settings(model_dir=shipped_model_dir, api_key=api_key, direct_routes=on))
+    both = {on: answers(Settings(model_dir=shipped_model_dir, api_key=api_key), on)
             for on in (True, False)}
     assert both[True] == both[False]
     statuses = {name: status for name, (status, _, _) in both[True].items()}
@@ -107,11 +107,11 @@ def test_the_table_holds_the_marked_routes_and_matches_as_the_router(shipped_mod
     table = DirectRoutes([(predict.router, []), (v2.models, []), (v2.health, [])])
     assert [entry.route.path for entry in table.routes] == [
         "/v1/predict", "/v1/predict/batch", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"]
-    found = table.match({"method": "POST", "path": "/v2/models/m/versions/7/infer"})
+    found = table.match({"type": "http", "method": "POST", "path": "/v2/models/m/versions/7/infer"})
     assert found[0].route.path.endswith("{version}/infer") and found[1] == {"name": "m", "version": "7"}
     for method, path in [("GET", "/v1/predict"), ("POST", "/v1/predict/"), ("POST", "/v2/models/m"),
                          ("POST", "/v2/models/a/b/infer"), ("GET", "/v2/health/ready")]:
-        assert table.match({"method": method, "path": path}) is None
+        assert table.match({"type": "http", "method": method, "path": path}) is None
 
 
 def test_a_route_fastapi_would_have_to_solve_is_refused():
@@ -147,7 +147,7 @@ def test_an_unexpected_error_is_a_500_logged_with_its_traceback(shipped_model_di
         raise RuntimeError("boom")
 
     monkeypatch.setattr(predict, "_answer", broken)
-    with TestClient(create_app(Settings(model_dir=shipped_model_dir, direct_routes=on)),
+    with TestClient(create_app(Settings(model_dir=shipped_model_dir), on),
                     raise_server_exceptions=False) as client:
         response = client.post("/v1/predict", json={"image": DIGIT.tolist()})
     assert response.status_code == 500 and response.json() == {"error": "internal error"}
@@ -237,7 +237,7 @@ def test_numbers_without_booleans_agrees_with_the_look_at_every_type(values):
 def test_a_client_gone_before_its_body_is_a_499_on_both_paths(shipped_model_dir, on):
     """The server tells the app the client has gone (``http.disconnect``) instead of its body: the request ends as
     a 499, without an error escaping to the server, on the direct path and on FastAPI's alike."""
-    app = create_app(Settings(model_dir=shipped_model_dir, direct_routes=on))
+    app = create_app(Settings(model_dir=shipped_model_dir), on)
     sent = []
 
     async def gone():

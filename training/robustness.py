@@ -154,7 +154,7 @@ def table(result: dict) -> list[str]:
         rows.append(f"| {name} | {change['group']} | " + " | ".join(pct(change["mean"][k]) for k in shown)
                     + f" | {per} |")
     for group, figures in result["groups"].items():
-        rows.append(f"| **{group}: mean** ({figures['changes']} changes) | | "
+        rows.append(f"| **{group}: mean** ({figures['changes']} change{'s' * (figures['changes'] != 1)}) | | "
                     + " | ".join(pct(figures["mean"][k]) for k in shown) + " | |")
         rows.append(f"| **{group}: worst change** | | " + " | ".join(pct(figures["worst"][k]) for k in shown) + " | |")
     return header + rows
