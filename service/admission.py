@@ -20,6 +20,7 @@ read to tell a lone request from one among others.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -85,11 +86,12 @@ class Admission:
             raise self.refused(QUEUE_DELAY)
         return out
 
-    def start(self) -> None:
-        """Start the process pool, its processes ready (a first picture would otherwise wait for them)."""
+    def start(self, modules: tuple[str, ...] = ()) -> None:
+        """Start the process pool, its processes ready, with ``modules`` (those of the functions it will run)
+        imported: a first picture would otherwise wait for them, past the queue's delay on a busy machine."""
         if self.processes and self.process_pool is None:
             self.process_pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
-            for future in [self.process_pool.submit(time.monotonic) for _ in range(self.processes)]:
+            for future in [self.process_pool.submit(_imported, modules) for _ in range(self.processes)]:
                 future.result()
 
     def close(self) -> None:
@@ -98,6 +100,12 @@ class Admission:
         if self.process_pool is not None:
             self.process_pool.shutdown(wait=True, cancel_futures=True)
             self.process_pool = None
+
+
+def _imported(modules: tuple[str, ...]) -> bool:
+    for name in modules:
+        importlib.import_module(name)
+    return True
 
 
 def _unless_late(since: float, max_delay: float, call: Callable[..., T], args: tuple) -> tuple[bool, T | None]:

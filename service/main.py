@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, direct: bool = True) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         repository = load_repository(settings, app.state.admission)
-        app.state.admission.start()
+        app.state.admission.start((predict.__name__,))  # (pictures are laid out by predict.laid_out)
         publish(app, repository)
         for runtime in repository.models.values():
             log.info(json.dumps({"event": "model_loaded", "model": model_version(runtime),
