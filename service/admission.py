@@ -44,8 +44,8 @@ class Admission:
         self.on_shed = on_shed
         self.images = 0  # admitted and not answered
         self.requests = 0  # the server's requests in flight (every route; counted by the gateway)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="openset-work")
-        self.processes = processes
+        self.threads, self.processes = threads, processes
+        self.pool: ThreadPoolExecutor | None = None  # made when first needed, ended by close (a lifespan may recur)
         self.process_pool: ProcessPoolExecutor | None = None
 
     def refused(self, reason: str) -> ServiceError:
@@ -79,6 +79,8 @@ class Admission:
     async def run(self, call: Callable[..., T], *args, cpu_bound: bool = False) -> T:
         """``call(*args)`` in the work pool — in the process pool if ``cpu_bound`` and there is one (``call`` then
         a module's function) — unless it waited there longer than the delay allows."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="openset-work")
         pool = self.process_pool if cpu_bound and self.process_pool is not None else self.pool
         done, out = await asyncio.get_running_loop().run_in_executor(
             pool, _unless_late, time.monotonic(), self.max_delay, call, args)
@@ -96,7 +98,9 @@ class Admission:
 
     def close(self) -> None:
         """Stop the pools: queued work is cancelled, the processes end (with the server, not after it)."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
         if self.process_pool is not None:
             self.process_pool.shutdown(wait=True, cancel_futures=True)
             self.process_pool = None

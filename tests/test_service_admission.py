@@ -9,6 +9,7 @@ import threading
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.admission import QUEUE_FULL, Admission
@@ -109,3 +110,15 @@ def test_pictures_are_laid_out_in_a_process_that_ends_with_the_server(shipped_mo
     in_thread, none = asyncio.run(label(0))
     assert in_process == pytest.approx(in_thread) and workers and not none
     assert not any(worker.is_alive() for worker in workers)
+
+
+def test_the_pools_work_again_when_the_lifespan_runs_again(shipped_model_dir):
+    """One app, its lifespan entered twice (as test clients and ASGI tools do): the second time the work pools
+    are made anew, not the first time's shut ones (a 500)."""
+    app = create_app(Settings(model_dir=shipped_model_dir, log_level="warning"))
+    for _ in range(2):
+        with TestClient(app) as client:
+            answer = client.post("/v1/predict", content=png(), headers={"content-type": "image/png"})
+            assert answer.status_code == 200, answer.text
+            batch = client.post("/v1/predict/batch", json={"images": [[[0] * 28] * 28] * 6})
+            assert batch.status_code == 200, batch.text
